@@ -1,0 +1,243 @@
+//! The command line: `serve`, `import`, `user add`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono_tz::Tz;
+use clap::{Args, Parser, Subcommand};
+
+use crate::clock::Clock;
+use crate::refunds::password_sha1_hex;
+use crate::refunds::types::{ApiUser, Scopes};
+use crate::server::Config;
+use crate::shop::ShopData;
+use crate::store::Maintenance;
+
+/// The demo shop `serve --demo` loads into an empty database.
+pub const DEMO_SHOP: &str = include_str!("../fixtures/demo-shop.json");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "refunds-gateway",
+    version,
+    about = "Refunds gateway: IdoSell-compatible refunds over SOAP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Load a shop document (orders, payments, returns, claims) in one transaction.
+    Import(ImportArgs),
+    /// Manage legacy API users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DatabaseArg {
+    /// SQLite database file; created and migrated when missing.
+    #[arg(long = "db", env = "REFUNDS_DB", default_value = "refunds.db")]
+    path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct TimezoneArg {
+    /// The shop's time zone: dates on the wire and the legacy key's date are in it.
+    #[arg(
+        long = "timezone",
+        env = "REFUNDS_TIMEZONE",
+        default_value = "Europe/Warsaw"
+    )]
+    timezone: Tz,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[arg(long, env = "REFUNDS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    database: DatabaseArg,
+    /// Load the demo shop and the user demo/demo into an empty database.
+    #[arg(long)]
+    demo: bool,
+    /// Base URL clients reach the service at (for the WSDL's soap:address).
+    #[arg(long)]
+    public_url: Option<String>,
+    #[command(flatten)]
+    timezone: TimezoneArg,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    database: DatabaseArg,
+    #[command(flatten)]
+    timezone: TimezoneArg,
+    /// The shop document (JSON).
+    file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a legacy API user, or replace its password and scopes.
+    Add {
+        #[command(flatten)]
+        database: DatabaseArg,
+        login: String,
+        #[arg(long)]
+        password: String,
+        /// Comma-separated: read, write, confirm.
+        #[arg(long, default_value = "read,write,confirm")]
+        scope: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Import(args) => import(&args.database.path, &args.file, args.timezone.timezone),
+        Command::User {
+            command:
+                UserCommand::Add {
+                    database,
+                    login,
+                    password,
+                    scope,
+                },
+        } => add_user(&database.path, &login, &password, &scope),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let timezone = args.timezone.timezone;
+    if args.demo {
+        load_demo(&args.database.path, timezone)?;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let address = listener.local_addr()?;
+        let base = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+        tracing::info!(%address, database = %args.database.path.display(), %timezone, "refunds gateway listening");
+        tracing::info!("WSDL: {base}/soap/refunds?wsdl — SOAP endpoint: POST {base}/soap/refunds");
+        if args.demo {
+            tracing::info!(
+                "first call: curl -s {base}/soap/refunds -H 'Content-Type: text/xml' --data-binary @fixtures/soap/getPossibleAutoRefunds/demo.request.xml  (README: 'A first call'; user demo, password demo)"
+            );
+        }
+        let mut config = Config::new(args.database.path.clone());
+        config.public_url = args.public_url;
+        config.timezone = timezone;
+        config.clock = Clock::System;
+        crate::server::run(listener, config, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn load_demo(database: &Path, timezone: Tz) -> anyhow::Result<()> {
+    let mut maintenance = Maintenance::open(database)?;
+    if !maintenance.is_empty()? {
+        tracing::info!("the database already holds a shop; demo data not loaded");
+        return Ok(());
+    }
+    let shop = ShopData::parse(DEMO_SHOP, timezone).context("the bundled demo shop")?;
+    let summary = maintenance.import_shop(&shop)?;
+    let user = ApiUser {
+        login: "demo".to_owned(),
+        password_sha1_hex: password_sha1_hex("demo"),
+        scopes: Scopes::ALL,
+    };
+    maintenance.put_api_user(&user, Clock::System.now())?;
+    tracing::info!(
+        ?summary,
+        "demo shop loaded; legacy user 'demo' with password 'demo'"
+    );
+    Ok(())
+}
+
+fn import(database: &Path, file: &Path, timezone: Tz) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let shop = ShopData::parse(&text, timezone)
+        .with_context(|| format!("{} was not imported", file.display()))?;
+    let summary = Maintenance::open(database)?
+        .import_shop(&shop)
+        .with_context(|| format!("{} was not imported; nothing was written", file.display()))?;
+    println!(
+        "imported {}: {} orders, {} payments, {} returns, {} claims, {} payment forms",
+        file.display(),
+        summary.orders,
+        summary.payments,
+        summary.returns,
+        summary.rmas,
+        summary.payment_forms
+    );
+    Ok(())
+}
+
+fn add_user(database: &Path, login: &str, password: &str, scope: &str) -> anyhow::Result<()> {
+    let scopes = Scopes::parse(scope)
+        .with_context(|| format!("--scope '{scope}': use read, write, confirm"))?;
+    anyhow::ensure!(!login.trim().is_empty(), "the login must not be empty");
+    anyhow::ensure!(!password.is_empty(), "the password must not be empty");
+    let user = ApiUser {
+        login: login.to_owned(),
+        password_sha1_hex: password_sha1_hex(password),
+        scopes,
+    };
+    Maintenance::open(database)?.put_api_user(&user, Clock::System.now())?;
+    println!("user {login} saved with scopes {}", scopes.to_list());
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Time: where "now" comes from, and the shop's local time format `YYYY-MM-DD HH:MM:SS`.
+
+use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone as _};
+use chrono_tz::Tz;
+
+use crate::refunds::types::Timestamp;
+
+/// The source of "now". Tests fix it so that golden responses are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    System,
+    Fixed(Timestamp),
+}
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => chrono::Utc::now().timestamp(),
+            Clock::Fixed(at) => *at,
+        }
+    }
+}
+
+const LOCAL_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// Reads `YYYY-MM-DD HH:MM:SS` as a local time in `timezone`. In the hour that a DST change
+/// repeats, the earlier instant is taken; a time that the change skips is rejected.
+pub fn parse_local_datetime(text: &str, timezone: Tz) -> Option<Timestamp> {
+    let naive = NaiveDateTime::parse_from_str(text, LOCAL_FORMAT).ok()?;
+    match timezone.from_local_datetime(&naive) {
+        LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => Some(at.timestamp()),
+        LocalResult::None => None,
+    }
+}
+
+/// Writes a timestamp as `YYYY-MM-DD HH:MM:SS` in `timezone`.
+pub fn format_local_datetime(at: Timestamp, timezone: Tz) -> String {
+    match DateTime::from_timestamp(at, 0) {
+        Some(utc) => utc
+            .with_timezone(&timezone)
+            .format(LOCAL_FORMAT)
+            .to_string(),
+        None => String::new(),
+    }
+}
+
+/// The local dates `YYYYMMDD` of the day before, the day of, and the day after `at`.
+pub fn neighbouring_local_dates(at: Timestamp, timezone: Tz) -> Vec<String> {
+    let Some(utc) = DateTime::from_timestamp(at, 0) else {
+        return Vec::new();
+    };
+    let today = utc.with_timezone(&timezone).date_naive();
+    [
+        today.checked_sub_days(Days::new(1)),
+        Some(today),
+        today.checked_add_days(Days::new(1)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|day| day.format("%Y%m%d").to_string())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_times_round_trip_in_warsaw() {
+        let at = parse_local_datetime("2026-11-20 10:00:00", Tz::Europe__Warsaw).unwrap();
+        assert_eq!(at, 1_795_165_200); // 09:00 UTC
+        assert_eq!(
+            format_local_datetime(at, Tz::Europe__Warsaw),
+            "2026-11-20 10:00:00"
+        );
+        assert!(parse_local_datetime("2026-03-29 02:30:00", Tz::Europe__Warsaw).is_none());
+        assert!(parse_local_datetime("2026-11-20T10:00:00", Tz::Europe__Warsaw).is_none());
+    }
+
+    #[test]
+    fn neighbouring_days_follow_the_local_calendar() {
+        // 23:30 UTC on 19 Nov is already 20 Nov in Warsaw.
+        let at = parse_local_datetime("2026-11-20 00:30:00", Tz::Europe__Warsaw).unwrap();
+        assert_eq!(
+            neighbouring_local_dates(at, Tz::Europe__Warsaw),
+            ["20261119", "20261120", "20261121"]
+        );
+    }
+}

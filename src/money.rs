@@ -1,0 +1,162 @@
+//! Exact money: an ISO 4217 currency and an amount in that currency's minor units.
+//!
+//! Amounts enter as `rust_decimal::Decimal` (parsed from the wire's decimal text, never a float)
+//! and are stored and compared as `i64` minor units. Converting back is exact by construction.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+
+/// An ISO 4217 currency that has a minor unit (so `XAU` and friends are not currencies here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency {
+    code: [u8; 3],
+    exponent: u8,
+}
+
+impl Currency {
+    /// Parses an upper-case ISO 4217 alphabetic code. `None` for anything else.
+    pub fn parse(code: &str) -> Option<Currency> {
+        let currency = iso_currency::Currency::from_code(code)?;
+        let exponent = u8::try_from(currency.exponent()?).ok()?;
+        let code: [u8; 3] = code.as_bytes().try_into().ok()?;
+        Some(Currency { code, exponent })
+    }
+
+    pub fn code(&self) -> &str {
+        // The bytes came from a valid `&str` of three ASCII letters.
+        std::str::from_utf8(&self.code).unwrap_or("???")
+    }
+
+    /// Number of decimal places of the minor unit (2 for PLN, 0 for JPY, 3 for KWD).
+    pub fn exponent(&self) -> u32 {
+        u32::from(self.exponent)
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Why a decimal could not become an amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AmountError {
+    /// More decimal places than the currency's minor unit.
+    SubUnit { exponent: u32 },
+    /// Zero or negative.
+    NotPositive,
+    /// Does not fit in 64-bit minor units.
+    TooLarge,
+}
+
+/// A positive amount of money in one currency, held as minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: Currency,
+}
+
+impl Money {
+    /// Converts a decimal to minor units of `currency`, rejecting sub-unit precision
+    /// (`10.005 PLN`), zero and negative amounts. Trailing zeros are fine (`10.50000`).
+    pub fn from_decimal(value: Decimal, currency: Currency) -> Result<Money, AmountError> {
+        let minor = to_minor(value, currency)?;
+        if minor <= 0 {
+            return Err(AmountError::NotPositive);
+        }
+        Ok(Money { minor, currency })
+    }
+
+    pub fn to_decimal(&self) -> Decimal {
+        minor_to_decimal(self.minor, self.currency)
+    }
+}
+
+/// Exact conversion of a decimal to minor units; the sign is kept.
+pub fn to_minor(value: Decimal, currency: Currency) -> Result<i64, AmountError> {
+    let exponent = currency.exponent();
+    let normalized = value.normalize();
+    if normalized.scale() > exponent {
+        return Err(AmountError::SubUnit { exponent });
+    }
+    let scaled = normalized
+        .checked_mul(Decimal::from(10i64.pow(exponent)))
+        .ok_or(AmountError::TooLarge)?;
+    i64::try_from(scaled).map_err(|_| AmountError::TooLarge)
+}
+
+/// Minor units back to a decimal written with exactly the currency's number of places.
+pub fn minor_to_decimal(minor: i64, currency: Currency) -> Decimal {
+    Decimal::new(minor, currency.exponent())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn pln() -> Currency {
+        Currency::parse("PLN").unwrap()
+    }
+
+    #[test]
+    fn parses_exact_amounts() {
+        let cases = [
+            ("10", 1000),
+            ("10.5", 1050),
+            ("10.50", 1050),
+            ("0.01", 1),
+            ("10.500000", 1050),
+        ];
+        for (text, minor) in cases {
+            let money = Money::from_decimal(Decimal::from_str(text).unwrap(), pln()).unwrap();
+            assert_eq!(money.minor, minor, "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_sub_unit_zero_and_negative() {
+        let d = |s| Decimal::from_str(s).unwrap();
+        assert_eq!(
+            Money::from_decimal(d("10.005"), pln()),
+            Err(AmountError::SubUnit { exponent: 2 })
+        );
+        assert_eq!(
+            Money::from_decimal(d("0"), pln()),
+            Err(AmountError::NotPositive)
+        );
+        assert_eq!(
+            Money::from_decimal(d("-1.00"), pln()),
+            Err(AmountError::NotPositive)
+        );
+        let jpy = Currency::parse("JPY").unwrap();
+        assert_eq!(
+            Money::from_decimal(d("1.5"), jpy),
+            Err(AmountError::SubUnit { exponent: 0 })
+        );
+        assert_eq!(
+            Money::from_decimal(d("99999999999999999999999"), pln()),
+            Err(AmountError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn writes_with_the_currency_scale() {
+        assert_eq!(minor_to_decimal(1050, pln()).to_string(), "10.50");
+        let kwd = Currency::parse("KWD").unwrap();
+        assert_eq!(minor_to_decimal(1, kwd).to_string(), "0.001");
+        let jpy = Currency::parse("JPY").unwrap();
+        assert_eq!(minor_to_decimal(500, jpy).to_string(), "500");
+    }
+
+    #[test]
+    fn currencies_need_a_minor_unit() {
+        assert!(Currency::parse("PLN").is_some());
+        assert!(Currency::parse("pln").is_none());
+        assert!(Currency::parse("XAU").is_none());
+        assert!(Currency::parse("ZZZ").is_none());
+    }
+}

@@ -1,0 +1,394 @@
+//! The operation registry shared by every face.
+//!
+//! Each of the nine operations is a type implementing [`Operation`]: its wire name, the scope it
+//! needs, how its request is bound from parameters (the same code for an XML `params` element
+//! and, later, a JSON `params` object, through [`Params`]), and which service function runs it.
+//! Faces add only their own serialization of the response.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+
+use crate::refunds::types::{ManualDetails, RequestedAmount, SourceFilter, SourceRef, SourceType};
+use crate::refunds::{
+    AddAutomaticRefund, AddAutomaticRefundForOrder, AddManualRefund, Caller, MAX_RESULTS_LIMIT,
+    OperationKind, PossibleAutoRefund, RefundAt, RefundError, RefundService, RefundStatusView,
+    RefundsPage, RetrieveRefundsList, Scope, UpdateRefund,
+};
+
+/// A tree of named parameters, as a face received them.
+pub trait Params {
+    /// The scalar text of field `name`: `Ok(None)` when absent or nil, `Err(what)` when present
+    /// but not a scalar (`what` describes what was found).
+    fn scalar(&self, name: &str) -> Result<Option<Cow<'_, str>>, &'static str>;
+    /// The nested parameters of field `name`, if present.
+    fn nested(&self, name: &str) -> Option<&Self>;
+}
+
+/// One operation of the Refunds gateway.
+pub trait Operation {
+    const NAME: &'static str;
+    const SCOPE: Scope;
+    const KIND: OperationKind;
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+
+    fn bind(params: &impl Params) -> Result<Self::Request, RefundError>;
+
+    fn run(
+        service: &RefundService,
+        caller: &Caller,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<Self::Response, RefundError>> + Send;
+}
+
+/// The wire names of all operations, in the order the WSDL lists them.
+pub const OPERATION_NAMES: [&str; 9] = [
+    AddAutomaticRefundOp::NAME,
+    AddAutomaticRefundForOrderOp::NAME,
+    AddManualRefundOp::NAME,
+    GetPossibleAutoRefundsOp::NAME,
+    GetRefundStatusOp::NAME,
+    UpdateRefundOp::NAME,
+    ConfirmRefundOp::NAME,
+    CancelRefundOp::NAME,
+    RetrieveRefundsListOp::NAME,
+];
+
+pub struct AddAutomaticRefundOp;
+pub struct AddAutomaticRefundForOrderOp;
+pub struct AddManualRefundOp;
+pub struct GetPossibleAutoRefundsOp;
+pub struct GetRefundStatusOp;
+pub struct UpdateRefundOp;
+pub struct ConfirmRefundOp;
+pub struct CancelRefundOp;
+pub struct RetrieveRefundsListOp;
+
+impl Operation for AddAutomaticRefundOp {
+    const NAME: &'static str = "addAutomaticRefund";
+    const SCOPE: Scope = Scope::Write;
+    const KIND: OperationKind = OperationKind::Add;
+    type Request = AddAutomaticRefund;
+    type Response = i64;
+
+    fn bind(params: &impl Params) -> Result<AddAutomaticRefund, RefundError> {
+        Ok(AddAutomaticRefund {
+            source: source(params)?,
+        })
+    }
+
+    async fn run(
+        service: &RefundService,
+        caller: &Caller,
+        request: AddAutomaticRefund,
+    ) -> Result<i64, RefundError> {
+        service.add_automatic_refund(caller, request).await
+    }
+}
+
+impl Operation for AddAutomaticRefundForOrderOp {
+    const NAME: &'static str = "addAutomaticRefundForOrder";
+    const SCOPE: Scope = Scope::Write;
+    const KIND: OperationKind = OperationKind::Add;
+    type Request = AddAutomaticRefundForOrder;
+    type Response = i64;
+
+    fn bind(params: &impl Params) -> Result<AddAutomaticRefundForOrder, RefundError> {
+        Ok(AddAutomaticRefundForOrder {
+            order_id: required_id(params, "sourceId")?,
+            payment_id: required_id(params, "paymentId")?,
+            amount: amount(params)?,
+        })
+    }
+
+    async fn run(
+        service: &RefundService,
+        caller: &Caller,
+        request: AddAutomaticRefundForOrder,
+    ) -> Result<i64, RefundError> {
+        service
+            .add_automatic_refund_for_order(caller, request)
+            .await
+    }
+}
+
+impl Operation for AddManualRefundOp {
+    const NAME: &'static str = "addManualRefund";
+    const SCOPE: Scope = Scope::Write;
+    const KIND: OperationKind = OperationKind::Add;
+    type Request = AddManualRefund;
+    type Response = i64;
+
+    fn bind(params: &impl Params) -> Result<AddManualRefund, RefundError> {
+        let details = params
+            .nested("refundDetails")
+            .ok_or_else(|| missing("refundDetails"))?;
+        Ok(AddManualRefund {
+            source: source(params)?,
+            amount: amount(params)?,
+            details: ManualDetails {
+                payment_form_id: required_id(details, "paymentFormId")
+                    .map_err(|e| nested_field("refundDetails", e))?,
+                payment_system: optional_id(details, "paymentSystem")
+                    .map_err(|e| nested_field("refundDetails", e))?,
+                account: optional_text(details, "account")
+                    .map_err(|e| nested_field("refundDetails", e))?,
+                client_account: optional_text(details, "clientAccount")
+                    .map_err(|e| nested_field("refundDetails", e))?,
+            },
+        })
+    }
+
+    async fn run(
+        service: &RefundService,
+        caller: &Caller,
+        request: AddManualRefund,
+    ) -> Result<i64, RefundError> {
+        service.add_manual_refund(caller, request).await
+    }
+}
+
+impl Operation for GetPossibleAutoRefundsOp {
+    const NAME: &'static str = "getPossibleAutoRefunds";
+    const SCOPE: Scope = Scope::Read;
+    const KIND: OperationKind = OperationKind::Other;
+    type Request = SourceRef;
+    type Response = Vec<PossibleAutoRefund>;
+
+    fn bind(params: &impl Params) -> Result<SourceRef, RefundError> {
+        source(params)
+    }
+
+    async fn run(
+        service: &RefundService,
+        _caller: &Caller,
+        request: SourceRef,
+    ) -> Result<Vec<PossibleAutoRefund>, RefundError> {
+        service.get_possible_auto_refunds(request).await
+    }
+}
+
+impl Operation for GetRefundStatusOp {
+    const NAME: &'static str = "getRefundStatus";
+    const SCOPE: Scope = Scope::Read;
+    const KIND: OperationKind = OperationKind::Other;
+    type Request = RefundAt;
+    type Response = RefundStatusView;
+
+    fn bind(params: &impl Params) -> Result<RefundAt, RefundError> {
+        refund_at(params)
+    }
+
+    async fn run(
+        service: &RefundService,
+        _caller: &Caller,
+        request: RefundAt,
+    ) -> Result<RefundStatusView, RefundError> {
+        service.get_refund_status(request).await
+    }
+}
+
+impl Operation for UpdateRefundOp {
+    const NAME: &'static str = "updateRefund";
+    const SCOPE: Scope = Scope::Write;
+    const KIND: OperationKind = OperationKind::Other;
+    type Request = UpdateRefund;
+    type Response = bool;
+
+    fn bind(params: &impl Params) -> Result<UpdateRefund, RefundError> {
+        Ok(UpdateRefund {
+            refund: refund_at(params)?,
+            amount: amount(params)?,
+        })
+    }
+
+    async fn run(
+        service: &RefundService,
+        _caller: &Caller,
+        request: UpdateRefund,
+    ) -> Result<bool, RefundError> {
+        service.update_refund(request).await
+    }
+}
+
+impl Operation for ConfirmRefundOp {
+    const NAME: &'static str = "confirmRefund";
+    const SCOPE: Scope = Scope::Confirm;
+    const KIND: OperationKind = OperationKind::Other;
+    type Request = RefundAt;
+    type Response = bool;
+
+    fn bind(params: &impl Params) -> Result<RefundAt, RefundError> {
+        refund_at(params)
+    }
+
+    async fn run(
+        service: &RefundService,
+        _caller: &Caller,
+        request: RefundAt,
+    ) -> Result<bool, RefundError> {
+        service.confirm_refund(request).await
+    }
+}
+
+impl Operation for CancelRefundOp {
+    const NAME: &'static str = "cancelRefund";
+    const SCOPE: Scope = Scope::Write;
+    const KIND: OperationKind = OperationKind::Other;
+    type Request = RefundAt;
+    type Response = bool;
+
+    fn bind(params: &impl Params) -> Result<RefundAt, RefundError> {
+        refund_at(params)
+    }
+
+    async fn run(
+        service: &RefundService,
+        _caller: &Caller,
+        request: RefundAt,
+    ) -> Result<bool, RefundError> {
+        service.cancel_refund(request).await
+    }
+}
+
+impl Operation for RetrieveRefundsListOp {
+    const NAME: &'static str = "retrieveRefundsList";
+    const SCOPE: Scope = Scope::Read;
+    const KIND: OperationKind = OperationKind::Other;
+    type Request = RetrieveRefundsList;
+    type Response = RefundsPage;
+
+    fn bind(params: &impl Params) -> Result<RetrieveRefundsList, RefundError> {
+        let word = required_text(params, "sourceType")?;
+        let filter = if word == "all" {
+            SourceFilter::All
+        } else {
+            SourceFilter::Only(source_type(&word)?)
+        };
+        let page = optional_u32(params, "resultsPage")?.unwrap_or(0);
+        let limit = optional_u32(params, "resultsLimit")?.unwrap_or(MAX_RESULTS_LIMIT);
+        Ok(RetrieveRefundsList {
+            filter,
+            page,
+            limit,
+        })
+    }
+
+    async fn run(
+        service: &RefundService,
+        _caller: &Caller,
+        request: RetrieveRefundsList,
+    ) -> Result<RefundsPage, RefundError> {
+        service.retrieve_refunds_list(request).await
+    }
+}
+
+fn missing(field: &str) -> RefundError {
+    RefundError::InvalidParameters(format!("params.{field} is required"))
+}
+
+fn nested_field(parent: &str, error: RefundError) -> RefundError {
+    match error {
+        RefundError::InvalidParameters(message) => RefundError::InvalidParameters(
+            message.replacen("params.", &format!("params.{parent}."), 1),
+        ),
+        other => other,
+    }
+}
+
+fn optional_text(params: &impl Params, field: &str) -> Result<Option<String>, RefundError> {
+    match params.scalar(field) {
+        Ok(value) => Ok(value
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())),
+        Err(found) => Err(RefundError::InvalidParameters(format!(
+            "params.{field} must be a single value, got {found}"
+        ))),
+    }
+}
+
+fn required_text(params: &impl Params, field: &str) -> Result<String, RefundError> {
+    optional_text(params, field)?.ok_or_else(|| missing(field))
+}
+
+/// A positive integer id; numeric strings are accepted as the public API's clients send them.
+fn optional_id(params: &impl Params, field: &str) -> Result<Option<i64>, RefundError> {
+    let Some(text) = optional_text(params, field)? else {
+        return Ok(None);
+    };
+    match text.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(Some(id)),
+        _ => Err(RefundError::InvalidParameters(format!(
+            "params.{field} must be a positive integer, got '{}'",
+            shorten(&text)
+        ))),
+    }
+}
+
+fn required_id(params: &impl Params, field: &str) -> Result<i64, RefundError> {
+    optional_id(params, field)?.ok_or_else(|| missing(field))
+}
+
+fn optional_u32(params: &impl Params, field: &str) -> Result<Option<u32>, RefundError> {
+    let Some(text) = optional_text(params, field)? else {
+        return Ok(None);
+    };
+    text.parse::<u32>().map(Some).map_err(|_| {
+        RefundError::InvalidParameters(format!(
+            "params.{field} must be a non-negative integer, got '{}'",
+            shorten(&text)
+        ))
+    })
+}
+
+fn source_type(word: &str) -> Result<SourceType, RefundError> {
+    SourceType::parse(word).ok_or_else(|| RefundError::UnknownSourceType(shorten(word)))
+}
+
+fn source(params: &impl Params) -> Result<SourceRef, RefundError> {
+    let source_type = source_type(&required_text(params, "sourceType")?)?;
+    Ok(SourceRef {
+        source_type,
+        id: required_id(params, "sourceId")?,
+    })
+}
+
+fn refund_at(params: &impl Params) -> Result<RefundAt, RefundError> {
+    Ok(RefundAt {
+        source: source(params)?,
+        refund_id: required_id(params, "paymentId")?,
+    })
+}
+
+/// `refundValue` (an exact decimal: plain or scientific notation, never via a float) and
+/// `refundCurrency`.
+fn amount(params: &impl Params) -> Result<RequestedAmount, RefundError> {
+    let text = required_text(params, "refundValue")?;
+    let parsed = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(&text)
+    } else {
+        Decimal::from_str(&text)
+    };
+    let value = parsed.map_err(|_| {
+        RefundError::InvalidParameters(format!(
+            "params.refundValue must be a decimal number, got '{}'",
+            shorten(&text)
+        ))
+    })?;
+    Ok(RequestedAmount {
+        value,
+        currency: required_text(params, "refundCurrency")?,
+    })
+}
+
+/// Client text quoted back in a message, cut so that a huge value does not become a huge fault.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}

@@ -1,0 +1,411 @@
+//! The HTTP server: accept loop, routing by (method, path, gate), body cap, graceful shutdown.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use chrono_tz::Tz;
+use futures_util::FutureExt as _;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+use crate::clock::Clock;
+use crate::refunds::RefundService;
+use crate::soap::envelope::XmlLimits;
+use crate::soap::fault::Fault;
+use crate::soap::{self, SoapReply};
+use crate::store::Store;
+
+/// Everything `run` needs; the command line fills it, tests build it directly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: PathBuf,
+    /// Base URL clients reach us at, for the WSDL's `soap:address`; else the request's Host.
+    pub public_url: Option<String>,
+    pub timezone: Tz,
+    pub clock: Clock,
+    pub max_body_bytes: usize,
+    pub xml_limits: XmlLimits,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn new(database: PathBuf) -> Config {
+        Config {
+            database,
+            public_url: None,
+            timezone: chrono_tz::Europe::Warsaw,
+            clock: Clock::System,
+            max_body_bytes: 1024 * 1024,
+            xml_limits: XmlLimits::default(),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+struct App {
+    service: RefundService,
+    config: Config,
+    next_request_id: AtomicU64,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+/// Serves on `listener` until `shutdown` resolves, then lets open requests finish (up to the
+/// grace period) and closes the store.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let database = config.database.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&database))
+        .await
+        .context("opening the store")??;
+    let service = RefundService::new(store.clone(), config.clock, config.timezone);
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let app = Arc::new(App {
+        service,
+        config,
+        next_request_id: AtomicU64::new(1),
+    });
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(app.config.header_read_timeout);
+
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.context("connection limiter closed")?,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(serve(app, request).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    tracing::info!("shutting down: finishing open requests");
+    if tokio::time::timeout(app.config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after the grace period");
+    }
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("closing the store")?;
+    Ok(())
+}
+
+async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
+    let id = app.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "request",
+        id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        operation = tracing::field::Empty
+    );
+    async move {
+        let started = Instant::now();
+        let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
+        let mut reply = match AssertUnwindSafe(route(&app, request)).catch_unwind().await {
+            Ok(reply) => reply,
+            Err(_) => {
+                tracing::error!("request handler panicked");
+                soap_reply(SoapReply::fault(&Fault::server(soap::version_for(
+                    content_type.as_deref(),
+                ))))
+            }
+        };
+        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+            reply.headers_mut().insert("x-request-id", value);
+        }
+        tracing::info!(
+            status = reply.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "answered"
+        );
+        reply
+    }
+    .instrument(span)
+    .await
+}
+
+/// Where a request goes.
+enum Route {
+    Wsdl { address: String },
+    Soap,
+    Health,
+    NotFound,
+    MethodNotAllowed(&'static str),
+}
+
+fn route_of(app: &App, request: &Request<Incoming>) -> Route {
+    let path = request.uri().path();
+    let query = request.uri().query().unwrap_or("");
+    let method = request.method();
+    match path {
+        "/soap/refunds" => {
+            let wants_wsdl = query
+                .split('&')
+                .any(|pair| pair.eq_ignore_ascii_case("wsdl"));
+            match *method {
+                Method::GET if wants_wsdl => Route::Wsdl {
+                    address: format!("{}/soap/refunds", base_url(app, request)),
+                },
+                Method::POST => Route::Soap,
+                _ => Route::MethodNotAllowed("POST, GET ?wsdl"),
+            }
+        }
+        "/api/" | "/api" => {
+            let gate = form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "gate")
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default();
+            match Gate::parse(&gate) {
+                Some(Gate {
+                    operation,
+                    version,
+                    face: "soap",
+                    wsdl: true,
+                }) => match *method {
+                    Method::GET => Route::Wsdl {
+                        address: format!(
+                            "{}/api/?gate=refunds/{operation}/{version}/soap",
+                            base_url(app, request)
+                        ),
+                    },
+                    _ => Route::MethodNotAllowed("GET"),
+                },
+                Some(Gate {
+                    face: "soap",
+                    wsdl: false,
+                    ..
+                }) => match *method {
+                    Method::POST => Route::Soap,
+                    _ => Route::MethodNotAllowed("POST"),
+                },
+                _ => Route::NotFound,
+            }
+        }
+        "/healthz" => Route::Health,
+        _ => Route::NotFound,
+    }
+}
+
+/// `gate=refunds/{operation}/{version}/{face}[/wsdl]`.
+struct Gate<'a> {
+    operation: &'a str,
+    version: u32,
+    face: &'static str,
+    wsdl: bool,
+}
+
+impl<'a> Gate<'a> {
+    fn parse(gate: &'a str) -> Option<Gate<'a>> {
+        let mut parts = gate.trim_matches('/').split('/');
+        if parts.next()? != "refunds" {
+            return None;
+        }
+        let operation = parts.next().filter(|name| {
+            !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric())
+        })?;
+        let version = parts.next()?.parse().ok()?;
+        let face = match parts.next()? {
+            "soap" => "soap",
+            "json" => "json",
+            _ => return None,
+        };
+        let wsdl = match parts.next() {
+            None => false,
+            Some("wsdl") => true,
+            Some(_) => return None,
+        };
+        parts.next().is_none().then_some(Gate {
+            operation,
+            version,
+            face,
+            wsdl,
+        })
+    }
+}
+
+async fn route(app: &App, request: Request<Incoming>) -> Reply {
+    match route_of(app, &request) {
+        Route::Wsdl { address } => plain(
+            StatusCode::OK,
+            "text/xml; charset=utf-8",
+            soap::wsdl::with_address(&address),
+        ),
+        Route::Soap => soap_request(app, request).await,
+        Route::Health => plain(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ok\n".to_owned(),
+        ),
+        Route::NotFound => plain(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: the SOAP endpoint is POST /soap/refunds (WSDL at GET /soap/refunds?wsdl)\n"
+                .to_owned(),
+        ),
+        Route::MethodNotAllowed(allowed) => {
+            let mut reply = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                format!("method not allowed here; use {allowed}\n"),
+            );
+            if let Ok(value) = HeaderValue::from_str(allowed) {
+                reply.headers_mut().insert("allow", value);
+            }
+            reply
+        }
+    }
+}
+
+async fn soap_request(app: &App, request: Request<Incoming>) -> Reply {
+    let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
+    let version = soap::version_for(content_type.as_deref());
+    let body = match read_body(app, request).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let reason = format!(
+                "the request body is larger than {} bytes",
+                app.config.max_body_bytes
+            );
+            return soap_reply(SoapReply::fault(
+                &Fault::client(version, reason).with_status(413),
+            ));
+        }
+        Err(BodyError::Timeout) => {
+            let reason = "the request body did not arrive in time";
+            return soap_reply(SoapReply::fault(
+                &Fault::client(version, reason).with_status(408),
+            ));
+        }
+        Err(BodyError::Broken) => {
+            let reason = "the request body could not be read";
+            return soap_reply(SoapReply::fault(
+                &Fault::client(version, reason).with_status(400),
+            ));
+        }
+    };
+    let reply = soap::handle(
+        &app.service,
+        &body,
+        content_type.as_deref(),
+        &app.config.xml_limits,
+    )
+    .await;
+    if let Some(operation) = reply.operation {
+        tracing::Span::current().record("operation", operation);
+        tracing::debug!(operation, "dispatched");
+    }
+    soap_reply(reply)
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Broken,
+}
+
+/// Reads the body, refusing it before reading when Content-Length is over the cap, and after
+/// at most the cap when it is not declared.
+async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyError> {
+    let cap = app.config.max_body_bytes;
+    let declared = header(&request, CONTENT_LENGTH.as_str())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > cap as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let limited = Limited::new(request.into_body(), cap);
+    match tokio::time::timeout(app.config.body_read_timeout, limited.collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(BodyError::TooLarge)
+        }
+        Ok(Err(_)) => Err(BodyError::Broken),
+    }
+}
+
+fn header<'r>(request: &'r Request<Incoming>, name: &str) -> Option<&'r str> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+}
+
+/// `--public-url`, or `http://` + the request's Host when it is a plain host[:port].
+fn base_url(app: &App, request: &Request<Incoming>) -> String {
+    if let Some(public) = &app.config.public_url {
+        return public.trim_end_matches('/').to_owned();
+    }
+    let host = header(request, HOST.as_str())
+        .filter(|host| {
+            !host.is_empty()
+                && host.len() <= 255
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+fn soap_reply(reply: SoapReply) -> Reply {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    plain(status, reply.content_type, reply.body)
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: String) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    *reply.status_mut() = status;
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    reply
+}

@@ -1,0 +1,440 @@
+//! The SOAP envelope: the only file that knows the SOAP namespaces.
+//!
+//! [`parse`] is one streaming pass of quick-xml over the request. It finds the SOAP version
+//! from the envelope's namespace, refuses any DOCTYPE (so no entity can be declared, let alone
+//! expanded), enforces the limits on depth, element count, attribute and text size as it goes,
+//! and builds a small tree of the Body's one child, the operation element, by local names: any
+//! prefixes, default namespaces, unqualified children and `xsi:type` annotations bind alike.
+
+use std::borrow::Cow;
+
+use quick_xml::NsReader;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+
+use super::fault::{Fault, FaultCode};
+use crate::operations::Params;
+
+pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoapVersion {
+    V11,
+    V12,
+}
+
+impl SoapVersion {
+    pub fn namespace(self) -> &'static str {
+        match self {
+            SoapVersion::V11 => SOAP11_NS,
+            SoapVersion::V12 => SOAP12_NS,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            SoapVersion::V11 => "text/xml; charset=utf-8",
+            SoapVersion::V12 => "application/soap+xml; charset=utf-8",
+        }
+    }
+
+    /// The version a request's Content-Type suggests, for faults about bodies too broken to say.
+    pub fn from_content_type(content_type: Option<&str>) -> SoapVersion {
+        match content_type {
+            Some(value)
+                if value
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/soap+xml") =>
+            {
+                SoapVersion::V12
+            }
+            _ => SoapVersion::V11,
+        }
+    }
+}
+
+/// Bounds on what a request may make the parser hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XmlLimits {
+    pub max_depth: usize,
+    pub max_elements: usize,
+    pub max_attributes_per_element: usize,
+    pub max_attribute_bytes: usize,
+    pub max_text_bytes: usize,
+    pub max_namespace_bindings: usize,
+}
+
+impl Default for XmlLimits {
+    fn default() -> XmlLimits {
+        XmlLimits {
+            max_depth: 32,
+            max_elements: 10_000,
+            max_attributes_per_element: 32,
+            max_attribute_bytes: 4 * 1024,
+            max_text_bytes: 64 * 1024,
+            max_namespace_bindings: 256,
+        }
+    }
+}
+
+/// An element of the operation's tree: local name, text, children. Attributes other than
+/// `xsi:nil` carry nothing we bind, so they are not kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Element {
+    pub name: String,
+    pub text: String,
+    pub children: Vec<Element>,
+    pub nil: bool,
+}
+
+impl Element {
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|child| child.name == name)
+    }
+}
+
+impl Params for Element {
+    fn scalar(&self, name: &str) -> Result<Option<Cow<'_, str>>, &'static str> {
+        match self.child(name) {
+            None => Ok(None),
+            Some(child) if child.nil => Ok(None),
+            Some(child) if !child.children.is_empty() => Err("an element with child elements"),
+            Some(child) => Ok(Some(Cow::Borrowed(child.text.as_str()))),
+        }
+    }
+
+    fn nested(&self, name: &str) -> Option<&Element> {
+        self.child(name).filter(|child| !child.nil)
+    }
+}
+
+/// A parsed request envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub version: SoapVersion,
+    /// The Body's child: its local name is the operation.
+    pub operation: Element,
+    /// Header blocks, by local name, that ask to be understood (`mustUnderstand`).
+    pub must_understand: Vec<String>,
+}
+
+/// Where the parser is in the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Prolog,
+    InEnvelope,
+    InHeader,
+    InBody,
+    AfterEnvelope,
+}
+
+/// Parses a request body into an [`Envelope`], or the fault that answers it.
+pub fn parse(
+    body: &[u8],
+    limits: &XmlLimits,
+    content_type: Option<&str>,
+) -> Result<Envelope, Fault> {
+    let guess = SoapVersion::from_content_type(content_type);
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    if body.starts_with(b"\xFF\xFE") || body.starts_with(b"\xFE\xFF") {
+        return Err(Fault::client(guess, "the request is UTF-16; send UTF-8"));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Fault::client(guess, "the request body is not valid UTF-8"))?;
+    let mut parser = Parser::new(text, limits, guess);
+    parser.run()
+}
+
+struct Parser<'i, 'l> {
+    reader: NsReader<&'i [u8]>,
+    limits: &'l XmlLimits,
+    version: SoapVersion,
+    known_version: bool,
+    place: Place,
+    depth: usize,
+    elements: usize,
+    /// Depth of the element being skipped inside the Header, if any.
+    header_depth: usize,
+    /// The operation tree under construction: a stack of open elements.
+    open: Vec<Element>,
+    operation: Option<Element>,
+    must_understand: Vec<String>,
+}
+
+impl<'i, 'l> Parser<'i, 'l> {
+    fn new(text: &'i str, limits: &'l XmlLimits, guess: SoapVersion) -> Parser<'i, 'l> {
+        let mut reader = NsReader::from_str(text);
+        reader
+            .resolver_mut()
+            .set_max_namespace_bindings(limits.max_namespace_bindings);
+        let config = reader.config_mut();
+        config.check_end_names = true;
+        config.trim_text(false);
+        Parser {
+            reader,
+            limits,
+            version: guess,
+            known_version: false,
+            place: Place::Prolog,
+            depth: 0,
+            elements: 0,
+            header_depth: 0,
+            open: Vec::new(),
+            operation: None,
+            must_understand: Vec::new(),
+        }
+    }
+
+    fn client(&self, reason: impl Into<String>) -> Fault {
+        Fault::client(self.version, reason)
+    }
+
+    fn run(&mut self) -> Result<Envelope, Fault> {
+        loop {
+            let (namespace, event) = match self.reader.read_resolved_event() {
+                Ok((namespace, event)) => (namespace_of(&namespace), event),
+                Err(error) => {
+                    let position = self.reader.error_position();
+                    return Err(self.client(format!("malformed XML at byte {position}: {error}")));
+                }
+            };
+            match event {
+                Event::Decl(declaration) => {
+                    if let Some(Ok(encoding)) = declaration.encoding() {
+                        if !encoding.eq_ignore_ascii_case("utf-8") {
+                            return Err(self.client(format!(
+                                "the request declares encoding '{encoding}'; send UTF-8"
+                            )));
+                        }
+                    }
+                }
+                Event::DocType(_) => {
+                    return Err(
+                        self.client("DOCTYPE declarations are not allowed in SOAP messages")
+                    );
+                }
+                Event::PI(_) | Event::Comment(_) => {}
+                Event::Start(start) => self.start(namespace, &start, false)?,
+                Event::Empty(start) => self.start(namespace, &start, true)?,
+                Event::End(_) => self.end()?,
+                Event::Text(text) => self.text(&text.xml10_content())?,
+                Event::CData(data) => self.text(&data.xml10_content())?,
+                Event::GeneralRef(reference) => {
+                    let character = match reference.resolve_char_ref() {
+                        Ok(Some(character)) => character,
+                        Ok(None) => match &*reference.xml10_content() {
+                            "amp" => '&',
+                            "lt" => '<',
+                            "gt" => '>',
+                            "apos" => '\'',
+                            "quot" => '"',
+                            other => {
+                                let name = other.chars().take(32).collect::<String>();
+                                return Err(self.client(format!("undeclared entity '&{name};'")));
+                            }
+                        },
+                        Err(_) => return Err(self.client("invalid character reference")),
+                    };
+                    self.text(character.encode_utf8(&mut [0; 4]))?;
+                }
+                Event::Eof => return self.finish(),
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        namespace: Option<String>,
+        start: &BytesStart<'_>,
+        empty: bool,
+    ) -> Result<(), Fault> {
+        self.depth += 1;
+        self.elements += 1;
+        if self.depth > self.limits.max_depth {
+            return Err(self.client(format!(
+                "the message nests deeper than {} elements",
+                self.limits.max_depth
+            )));
+        }
+        if self.elements > self.limits.max_elements {
+            return Err(self.client(format!(
+                "the message has more than {} elements",
+                self.limits.max_elements
+            )));
+        }
+        let attributes = self.attributes(start)?;
+        let local = start.local_name().as_ref().to_owned();
+        match self.place {
+            Place::Prolog => self.envelope(namespace.as_deref(), &local)?,
+            Place::AfterEnvelope => return Err(self.client("content after the Envelope")),
+            Place::InEnvelope if self.depth == 2 => {
+                let in_envelope = namespace.as_deref() == Some(self.version.namespace());
+                match local.as_str() {
+                    "Header" if in_envelope => self.place = Place::InHeader,
+                    "Body" if in_envelope => self.place = Place::InBody,
+                    _ => {
+                        return Err(
+                            self.client(format!("unexpected element '{local}' in the Envelope"))
+                        );
+                    }
+                }
+            }
+            Place::InHeader => {
+                if self.depth == 3 && attributes.must_understand {
+                    self.must_understand.push(local.clone());
+                }
+                self.header_depth = self.depth;
+            }
+            Place::InBody if self.depth == 3 => {
+                if self.operation.is_some() {
+                    return Err(self.client("the Body must hold exactly one operation element"));
+                }
+                self.open.push(Element {
+                    name: local,
+                    nil: attributes.nil,
+                    ..Element::default()
+                });
+            }
+            Place::InBody => {
+                self.open.push(Element {
+                    name: local,
+                    nil: attributes.nil,
+                    ..Element::default()
+                });
+            }
+            Place::InEnvelope => return Err(self.client("unexpected element in the Envelope")),
+        }
+        if empty {
+            self.end()?;
+        }
+        Ok(())
+    }
+
+    fn envelope(&mut self, namespace: Option<&str>, local: &str) -> Result<(), Fault> {
+        if local != "Envelope" {
+            return Err(self.client(format!(
+                "the root element is '{local}', not a SOAP Envelope"
+            )));
+        }
+        self.version = match namespace {
+            Some(SOAP11_NS) => SoapVersion::V11,
+            Some(SOAP12_NS) => SoapVersion::V12,
+            other => {
+                return Err(Fault::new(
+                    self.version,
+                    FaultCode::VersionMismatch,
+                    format!(
+                        "the Envelope namespace '{}' is neither SOAP 1.1 nor SOAP 1.2",
+                        other.unwrap_or("")
+                    ),
+                ));
+            }
+        };
+        self.known_version = true;
+        self.place = Place::InEnvelope;
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<(), Fault> {
+        match self.place {
+            Place::InBody if !self.open.is_empty() => {
+                let finished = self.open.pop().unwrap_or_default();
+                match self.open.last_mut() {
+                    Some(parent) => parent.children.push(finished),
+                    None => self.operation = Some(finished),
+                }
+            }
+            Place::InBody | Place::InHeader if self.depth == 2 => self.place = Place::InEnvelope,
+            Place::InEnvelope if self.depth == 1 => self.place = Place::AfterEnvelope,
+            _ => {}
+        }
+        self.depth = self.depth.saturating_sub(1);
+        Ok(())
+    }
+
+    fn text(&mut self, text: &str) -> Result<(), Fault> {
+        let max = self.limits.max_text_bytes;
+        match self.open.last_mut() {
+            Some(element) => {
+                if element.text.len() + text.len() > max {
+                    return Err(Fault::client(
+                        self.version,
+                        format!("a text value is longer than {max} bytes"),
+                    ));
+                }
+                element.text.push_str(text);
+                Ok(())
+            }
+            None if text.len() > max => Err(Fault::client(
+                self.version,
+                format!("a text value is longer than {max} bytes"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn attributes(&self, start: &BytesStart<'_>) -> Result<Attributes, Fault> {
+        let mut found = Attributes::default();
+        for (index, attribute) in start.attributes().with_checks(true).enumerate() {
+            if index >= self.limits.max_attributes_per_element {
+                return Err(self.client(format!(
+                    "an element has more than {} attributes",
+                    self.limits.max_attributes_per_element
+                )));
+            }
+            let attribute =
+                attribute.map_err(|error| self.client(format!("malformed attribute: {error}")))?;
+            if attribute.value.len() > self.limits.max_attribute_bytes {
+                return Err(self.client(format!(
+                    "an attribute value is longer than {} bytes",
+                    self.limits.max_attribute_bytes
+                )));
+            }
+            let (namespace, local) = self.reader.resolver().resolve_attribute(attribute.key);
+            let namespace = namespace_of(&namespace);
+            let flag = || matches!(attribute.value.trim(), "true" | "1");
+            match local.as_ref() {
+                "nil" if namespace.as_deref() == Some(XSI_NS) => found.nil = flag(),
+                "mustUnderstand" if namespace.as_deref() == Some(self.version.namespace()) => {
+                    found.must_understand = flag();
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    fn finish(&mut self) -> Result<Envelope, Fault> {
+        if !self.known_version {
+            return Err(self.client("the request is empty or holds no SOAP Envelope"));
+        }
+        if self.place != Place::AfterEnvelope {
+            return Err(self.client("the message ends before the Envelope is closed"));
+        }
+        let operation = self
+            .operation
+            .take()
+            .ok_or_else(|| self.client("the Body holds no operation element"))?;
+        Ok(Envelope {
+            version: self.version,
+            operation,
+            must_understand: std::mem::take(&mut self.must_understand),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Attributes {
+    nil: bool,
+    must_understand: bool,
+}
+
+fn namespace_of(result: &ResolveResult<'_>) -> Option<String> {
+    match result {
+        ResolveResult::Bound(namespace) => Some(namespace.as_ref().to_owned()),
+        _ => None,
+    }
+}

@@ -1,0 +1,284 @@
+//! The SOAP face: `envelope::parse` → dispatch on the operation name → `Operation::bind` →
+//! the service → the operation's response writer → the response envelope.
+
+pub mod envelope;
+pub mod fault;
+mod writer;
+pub mod wsdl;
+
+use chrono_tz::Tz;
+
+use crate::clock::format_local_datetime;
+use crate::operations::{
+    AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CancelRefundOp,
+    ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, OPERATION_NAMES, Operation,
+    RetrieveRefundsListOp, UpdateRefundOp,
+};
+use crate::refunds::types::Refund;
+use crate::refunds::{LegacyCredentials, RefundError, RefundService};
+use envelope::{Element, Envelope, SoapVersion, XmlLimits};
+use fault::{Fault, FaultCode};
+use writer::XmlOut;
+
+/// The target namespace of the WSDL and of every element in our messages.
+pub const TARGET_NAMESPACE: &str = "urn:refunds-gateway:refunds";
+
+/// What the server sends back for a SOAP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoapReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// The operation, once known, for logs and metrics.
+    pub operation: Option<&'static str>,
+}
+
+impl SoapReply {
+    pub fn fault(fault: &Fault) -> SoapReply {
+        SoapReply {
+            status: fault.status(),
+            content_type: fault.version.content_type(),
+            body: fault.to_xml(),
+            operation: None,
+        }
+    }
+}
+
+/// Runs one SOAP request body.
+pub async fn handle(
+    service: &RefundService,
+    body: &[u8],
+    content_type: Option<&str>,
+    limits: &XmlLimits,
+) -> SoapReply {
+    let envelope = match envelope::parse(body, limits, content_type) {
+        Ok(envelope) => envelope,
+        Err(fault) => return SoapReply::fault(&fault),
+    };
+    if let Some(header) = envelope.must_understand.first() {
+        let reason =
+            format!("header block '{header}' is marked mustUnderstand and is not understood");
+        return SoapReply::fault(&Fault::new(
+            envelope.version,
+            FaultCode::MustUnderstand,
+            reason,
+        ));
+    }
+    match envelope.operation.name.as_str() {
+        AddAutomaticRefundOp::NAME => dispatch::<AddAutomaticRefundOp>(service, &envelope).await,
+        AddAutomaticRefundForOrderOp::NAME => {
+            dispatch::<AddAutomaticRefundForOrderOp>(service, &envelope).await
+        }
+        AddManualRefundOp::NAME => dispatch::<AddManualRefundOp>(service, &envelope).await,
+        GetPossibleAutoRefundsOp::NAME => {
+            dispatch::<GetPossibleAutoRefundsOp>(service, &envelope).await
+        }
+        GetRefundStatusOp::NAME => dispatch::<GetRefundStatusOp>(service, &envelope).await,
+        UpdateRefundOp::NAME => dispatch::<UpdateRefundOp>(service, &envelope).await,
+        ConfirmRefundOp::NAME => dispatch::<ConfirmRefundOp>(service, &envelope).await,
+        CancelRefundOp::NAME => dispatch::<CancelRefundOp>(service, &envelope).await,
+        RetrieveRefundsListOp::NAME => dispatch::<RetrieveRefundsListOp>(service, &envelope).await,
+        unknown => {
+            let name: String = unknown.chars().take(64).collect();
+            let reason = format!(
+                "unknown operation '{name}'; this service offers: {}",
+                OPERATION_NAMES.join(", ")
+            );
+            SoapReply::fault(&Fault::client(envelope.version, reason))
+        }
+    }
+}
+
+/// An operation's response as SOAP writes it: the children of `{operation}Response` after
+/// `errors`, exactly as the WSDL declares them.
+pub trait SoapOperation: Operation {
+    fn write_result(response: &Self::Response, out: &mut XmlOut, timezone: Tz);
+}
+
+async fn dispatch<Op: SoapOperation>(service: &RefundService, envelope: &Envelope) -> SoapReply {
+    let outcome = run::<Op>(service, &envelope.operation).await;
+    let response_name = format!("{}Response", Op::NAME);
+    let mut out = XmlOut::envelope(envelope.version);
+    out.open_in(&response_name, TARGET_NAMESPACE);
+    match &outcome {
+        Ok(response) => {
+            write_errors(&mut out, 0, "");
+            Op::write_result(response, &mut out, service.timezone());
+        }
+        Err(error) => {
+            if let RefundError::Internal(cause) = error {
+                tracing::error!(
+                    operation = Op::NAME,
+                    error = format!("{cause:#}"),
+                    "operation failed"
+                );
+            } else {
+                tracing::debug!(operation = Op::NAME, %error, "business error");
+            }
+            write_errors(
+                &mut out,
+                error.fault_code(Op::KIND),
+                &error.public_message(),
+            );
+        }
+    }
+    out.close(&response_name);
+    SoapReply {
+        status: 200,
+        content_type: envelope.version.content_type(),
+        body: out.finish(),
+        operation: Some(Op::NAME),
+    }
+}
+
+async fn run<Op: Operation>(
+    service: &RefundService,
+    operation: &Element,
+) -> Result<Op::Response, RefundError> {
+    let caller = service
+        .authenticate(credentials(operation), Op::SCOPE)
+        .await?;
+    // Document/literal wrapped puts the fields in `params`; rpc-style clients that leave the
+    // wrapper out put them directly under the operation element.
+    let params = operation.child("params").unwrap_or(operation);
+    let request = Op::bind(params)?;
+    Op::run(service, &caller, request).await
+}
+
+/// `authenticate{userLogin, authenticateKey}`, or the older `system_login`/`system_key`.
+fn credentials(operation: &Element) -> Option<LegacyCredentials> {
+    let authenticate = operation
+        .child("authenticate")
+        .filter(|element| !element.nil)?;
+    let field = |names: [&str; 2]| {
+        names
+            .iter()
+            .filter_map(|name| authenticate.child(name))
+            .map(|element| element.text.trim().to_owned())
+            .find(|text| !text.is_empty())
+    };
+    Some(LegacyCredentials {
+        login: field(["userLogin", "system_login"])?,
+        key: field(["authenticateKey", "system_key"])?,
+    })
+}
+
+fn write_errors(out: &mut XmlOut, code: i32, message: &str) {
+    out.open("errors");
+    out.leaf("faultCode", &code.to_string());
+    out.leaf("faultString", message);
+    out.close("errors");
+}
+
+fn write_refund_id(id: &i64, out: &mut XmlOut) {
+    out.open("result");
+    out.leaf("refundId", &id.to_string());
+    out.close("result");
+}
+
+fn write_flag(name: &str, flag: bool, out: &mut XmlOut) {
+    out.open("result");
+    out.leaf(name, if flag { "true" } else { "false" });
+    out.close("result");
+}
+
+impl SoapOperation for AddAutomaticRefundOp {
+    fn write_result(id: &i64, out: &mut XmlOut, _: Tz) {
+        write_refund_id(id, out);
+    }
+}
+
+impl SoapOperation for AddAutomaticRefundForOrderOp {
+    fn write_result(id: &i64, out: &mut XmlOut, _: Tz) {
+        write_refund_id(id, out);
+    }
+}
+
+impl SoapOperation for AddManualRefundOp {
+    fn write_result(id: &i64, out: &mut XmlOut, _: Tz) {
+        write_refund_id(id, out);
+    }
+}
+
+impl SoapOperation for GetPossibleAutoRefundsOp {
+    fn write_result(response: &Self::Response, out: &mut XmlOut, _: Tz) {
+        for possible in response {
+            out.open("results");
+            out.leaf("paymentId", &possible.payment_id.to_string());
+            out.leaf("value", &possible.value.to_decimal().to_string());
+            out.leaf("refundType", if possible.full { "full" } else { "partial" });
+            out.leaf("refundCurrency", possible.value.currency.code());
+            out.close("results");
+        }
+    }
+}
+
+impl SoapOperation for GetRefundStatusOp {
+    fn write_result(status: &Self::Response, out: &mut XmlOut, timezone: Tz) {
+        out.open("result");
+        out.leaf(
+            "refundDateAdd",
+            &format_local_datetime(status.date_add, timezone),
+        );
+        out.leaf("refundValue", &status.value.to_decimal().to_string());
+        out.leaf("refundStatus", status.status.as_str());
+        let confirmed = status
+            .date_confirm
+            .map(|at| format_local_datetime(at, timezone));
+        out.leaf("refundDateConfirm", confirmed.as_deref().unwrap_or(""));
+        out.leaf(
+            "refundExternalId",
+            status.external_id.as_deref().unwrap_or(""),
+        );
+        out.leaf("refundCurrency", status.value.currency.code());
+        out.close("result");
+    }
+}
+
+impl SoapOperation for UpdateRefundOp {
+    fn write_result(done: &bool, out: &mut XmlOut, _: Tz) {
+        write_flag("updateResult", *done, out);
+    }
+}
+
+impl SoapOperation for ConfirmRefundOp {
+    fn write_result(done: &bool, out: &mut XmlOut, _: Tz) {
+        write_flag("confirmResult", *done, out);
+    }
+}
+
+impl SoapOperation for CancelRefundOp {
+    fn write_result(done: &bool, out: &mut XmlOut, _: Tz) {
+        write_flag("resultStatus", *done, out);
+    }
+}
+
+impl SoapOperation for RetrieveRefundsListOp {
+    fn write_result(page: &Self::Response, out: &mut XmlOut, _: Tz) {
+        for refund in &page.refunds {
+            write_list_entry(refund, out);
+        }
+        out.leaf("resultsNumberAll", &page.total.to_string());
+        out.leaf(
+            "resultsNumberPage",
+            &page.total.div_ceil(u64::from(page.limit)).to_string(),
+        );
+        out.leaf("resultsPage", &page.page.to_string());
+        out.leaf("resultsLimit", &page.limit.to_string());
+    }
+}
+
+fn write_list_entry(refund: &Refund, out: &mut XmlOut) {
+    out.open("results");
+    out.leaf("sourceType", refund.source.source_type.as_str());
+    out.leaf("sourceId", &refund.source.id.to_string());
+    out.leaf("paymentId", &refund.id.to_string());
+    out.leaf("refundValue", &refund.amount.to_decimal().to_string());
+    out.leaf("refundCurrency", refund.amount.currency.code());
+    out.close("results");
+}
+
+/// The SOAP version to answer in when a request could not even be parsed.
+pub fn version_for(content_type: Option<&str>) -> SoapVersion {
+    SoapVersion::from_content_type(content_type)
+}

@@ -1,0 +1,213 @@
+//! Persistence. All SQL of the service lives below this module.
+//!
+//! The domain sees the ledger only through [`Ledger`], whose methods are domain operations
+//! (load a payment with what is refunded from it, reserve a refund, confirm it, …), each called
+//! inside one transaction that [`Store::write`] or [`Store::read`] opens. A second backend
+//! (PostgreSQL for several gateway instances) implements `Ledger` over its own transactions and
+//! row locks; the domain code does not change.
+//!
+//! Writes go to one writer thread that owns the only write connection and runs each request's
+//! work inside `BEGIN IMMEDIATE … COMMIT`: writers are serialized, so two requests can never both
+//! see the same refundable balance. Reads use a small pool of read-only connections (WAL mode
+//! lets them run beside the writer) inside a read transaction, so one operation sees one
+//! snapshot.
+
+mod sqlite;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+
+use anyhow::Context as _;
+
+use crate::refunds::types::{
+    ApiUser, MovementId, NewRefund, Order, Payment, Refund, RefundStatus, Source, SourceFilter,
+    SourceRef, Timestamp,
+};
+use crate::shop::ShopData;
+
+pub use sqlite::ImportSummary;
+
+/// The ledger as the domain sees it inside one transaction.
+pub trait Ledger {
+    fn order(&mut self, order_id: i64) -> anyhow::Result<Option<Order>>;
+    fn payment(&mut self, payment_id: MovementId) -> anyhow::Result<Option<Payment>>;
+    /// The order's payments, oldest first.
+    fn order_payments(&mut self, order_id: i64) -> anyhow::Result<Vec<Payment>>;
+    fn source(&mut self, source: SourceRef) -> anyhow::Result<Option<Source>>;
+    fn refund(&mut self, refund_id: MovementId) -> anyhow::Result<Option<Refund>>;
+    fn payment_form_exists(&mut self, payment_form_id: i64) -> anyhow::Result<bool>;
+    /// One page of unapproved (`New`) refunds, oldest first, and how many there are in all.
+    fn unapproved_refunds(
+        &mut self,
+        filter: SourceFilter,
+        offset: u64,
+        limit: u32,
+    ) -> anyhow::Result<(u64, Vec<Refund>)>;
+    fn api_user(&mut self, login: &str) -> anyhow::Result<Option<ApiUser>>;
+
+    /// Records a `New` refund, reserving its amount; returns its id from the movements sequence.
+    fn reserve_refund(&mut self, refund: &NewRefund) -> anyhow::Result<MovementId>;
+    /// Changes the amount a `New` refund reserves.
+    fn change_reserved_amount(&mut self, refund_id: MovementId, minor: i64) -> anyhow::Result<()>;
+    /// Approves a refund: `Completed` (manual) or `Processing` (automatic).
+    fn confirm(
+        &mut self,
+        refund_id: MovementId,
+        status: RefundStatus,
+        at: Timestamp,
+    ) -> anyhow::Result<()>;
+    /// Cancels a `New` refund, releasing its amount.
+    fn cancel(&mut self, refund_id: MovementId) -> anyhow::Result<()>;
+}
+
+type WriteJob = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
+/// The SQLite store: one writer thread, a pool of readers.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<rusqlite::Connection>>,
+    path: std::path::PathBuf,
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database at `path` and starts the writer.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let mut connection = sqlite::open_writer(path)?;
+        sqlite::migrate(&mut connection)?;
+        let (sender, receiver) = mpsc::channel::<WriteJob>();
+        let writer_thread = std::thread::Builder::new()
+            .name("ledger-writer".to_owned())
+            .spawn(move || {
+                while let Ok(job) = receiver.recv() {
+                    job(&mut connection);
+                }
+            })
+            .context("starting the ledger writer thread")?;
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                writer: Mutex::new(Some(sender)),
+                writer_thread: Mutex::new(Some(writer_thread)),
+                readers: Mutex::new(Vec::new()),
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    /// Runs `work` in one write transaction on the writer thread: committed when it returns
+    /// `Ok`, rolled back when it returns `Err` or panics.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut dyn Ledger) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<anyhow::Error> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |connection| {
+            let _ = reply.send(sqlite::in_write_transaction(connection, work));
+        });
+        self.submit(job)?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the ledger writer dropped a job"))?
+    }
+
+    fn submit(&self, job: WriteJob) -> anyhow::Result<()> {
+        let sender = self
+            .inner
+            .writer
+            .lock()
+            .map_err(|_| anyhow::anyhow!("writer lock poisoned"))?;
+        let sender = sender
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the store is closed"))?;
+        sender
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the ledger writer has stopped"))
+    }
+
+    /// Runs `work` in one read transaction on a pooled read-only connection.
+    pub async fn read<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut dyn Ledger) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<anyhow::Error> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(work))
+            .await
+            .map_err(|e| anyhow::anyhow!("read task failed: {e}"))?
+    }
+
+    fn read_blocking<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
+        E: From<anyhow::Error>,
+    {
+        let pooled = self
+            .inner
+            .readers
+            .lock()
+            .ok()
+            .and_then(|mut readers| readers.pop());
+        let mut connection = match pooled {
+            Some(connection) => connection,
+            None => sqlite::open_reader(&self.inner.path)?,
+        };
+        let result = sqlite::in_read_transaction(&mut connection, work);
+        if let Ok(mut readers) = self.inner.readers.lock() {
+            readers.push(connection);
+        }
+        result
+    }
+
+    /// Stops the writer after the jobs already queued, and waits for it.
+    pub fn close(&self) {
+        if let Ok(mut writer) = self.inner.writer.lock() {
+            writer.take();
+        }
+        let handle = self
+            .inner
+            .writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Synchronous maintenance used by the command line (import, users). Each call is one
+/// transaction on its own connection, safe beside a running service.
+pub struct Maintenance {
+    connection: rusqlite::Connection,
+}
+
+impl Maintenance {
+    pub fn open(path: &Path) -> anyhow::Result<Maintenance> {
+        let mut connection = sqlite::open_writer(path)?;
+        sqlite::migrate(&mut connection)?;
+        Ok(Maintenance { connection })
+    }
+
+    /// Upserts a shop document in one transaction; nothing is written if any entry fails.
+    pub fn import_shop(&mut self, shop: &ShopData) -> anyhow::Result<ImportSummary> {
+        sqlite::import_shop(&mut self.connection, shop)
+    }
+
+    /// Adds or replaces a legacy API user.
+    pub fn put_api_user(&mut self, user: &ApiUser, now: Timestamp) -> anyhow::Result<()> {
+        sqlite::put_api_user(&mut self.connection, user, now)
+    }
+
+    /// Whether the shop has no orders yet (the demo data is loaded only into an empty shop).
+    pub fn is_empty(&mut self) -> anyhow::Result<bool> {
+        sqlite::is_empty(&mut self.connection)
+    }
+}

@@ -1,0 +1,570 @@
+//! SQLite implementation of the ledger.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::Ledger;
+use crate::money::{Currency, Money};
+use crate::refunds::types::{
+    ApiUser, ManualDetails, MovementId, NewRefund, Order, Payment, Refund, RefundMethod,
+    RefundStatus, Scopes, Source, SourceFilter, SourceRef, SourceType, Timestamp,
+};
+use crate::shop::ShopData;
+
+/// Embedded migrations; `PRAGMA user_version` counts how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_ledger.sql")];
+
+pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
+    let connection =
+        Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .context("configuring the database connection")?;
+    Ok(connection)
+}
+
+pub fn open_reader(path: &Path) -> anyhow::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("opening database {} for reading", path.display()))?;
+    connection
+        .execute_batch("PRAGMA busy_timeout = 5000;")
+        .context("configuring a read connection")?;
+    Ok(connection)
+}
+
+pub fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version = usize::try_from(version).context("negative schema version")?;
+    if version > MIGRATIONS.len() {
+        bail!(
+            "database schema version {version} is newer than this binary knows ({})",
+            MIGRATIONS.len()
+        );
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        transaction
+            .execute_batch(migration)
+            .with_context(|| format!("running migration {}", index + 1))?;
+        transaction.pragma_update(None, "user_version", (index + 1) as i64)?;
+    }
+    transaction.commit().context("committing migrations")?;
+    Ok(())
+}
+
+pub fn in_write_transaction<T, E, F>(connection: &mut Connection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
+    E: From<anyhow::Error>,
+{
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .context("beginning a write transaction")?;
+    let outcome = {
+        let mut ledger = SqliteLedger {
+            connection: &transaction,
+        };
+        std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut ledger)))
+    };
+    match outcome {
+        Ok(Ok(value)) => {
+            transaction
+                .commit()
+                .context("committing a write transaction")?;
+            Ok(value)
+        }
+        // Dropping the transaction rolls it back.
+        Ok(Err(error)) => Err(error),
+        Err(_) => {
+            Err(anyhow!("a write operation panicked; its transaction was rolled back").into())
+        }
+    }
+}
+
+pub fn in_read_transaction<T, E, F>(connection: &mut Connection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
+    E: From<anyhow::Error>,
+{
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Deferred)
+        .context("beginning a read transaction")?;
+    let mut ledger = SqliteLedger {
+        connection: &transaction,
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut ledger))) {
+        Ok(result) => result,
+        Err(_) => Err(anyhow!("a read operation panicked").into()),
+    }
+}
+
+struct SqliteLedger<'c> {
+    connection: &'c Connection,
+}
+
+fn currency(code: &str) -> rusqlite::Result<Currency> {
+    Currency::parse(code).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("stored currency '{code}' is not an ISO 4217 code").into(),
+        )
+    })
+}
+
+fn conversion_error(message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
+}
+
+const ORDER_COLUMNS: &str = "id, currency, fulfilled, paid_minor, refunded_minor";
+
+fn order_from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
+    Ok(Order {
+        id: row.get(0)?,
+        currency: currency(&row.get::<_, String>(1)?)?,
+        fulfilled: row.get(2)?,
+        paid_minor: row.get(3)?,
+        refunded_minor: row.get(4)?,
+    })
+}
+
+const PAYMENT_COLUMNS: &str = "id, order_id, amount_minor, currency, payment_form_id, \
+     payment_system, auto_refund, external_transaction_id, paid_at, refunded_minor";
+
+fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Payment> {
+    Ok(Payment {
+        id: row.get(0)?,
+        order_id: row.get(1)?,
+        amount: Money {
+            minor: row.get(2)?,
+            currency: currency(&row.get::<_, String>(3)?)?,
+        },
+        payment_form_id: row.get(4)?,
+        payment_system: row.get(5)?,
+        auto_refund: row.get(6)?,
+        external_transaction_id: row.get(7)?,
+        paid_at: row.get(8)?,
+        refunded_minor: row.get(9)?,
+    })
+}
+
+const REFUND_COLUMNS: &str = "id, order_id, source_type, source_id, method, payment_id, \
+     amount_minor, currency, status, payment_form_id, payment_system, account, client_account, \
+     created_at, created_by, confirmed_at, external_id";
+
+fn refund_from_row(row: &Row<'_>) -> rusqlite::Result<Refund> {
+    let source_type: String = row.get(2)?;
+    let source_type = SourceType::parse(&source_type)
+        .ok_or_else(|| conversion_error(format!("stored source type '{source_type}'")))?;
+    let method: String = row.get(4)?;
+    let payment_id: Option<i64> = row.get(5)?;
+    let method = match (method.as_str(), payment_id) {
+        ("automatic", Some(payment_id)) => RefundMethod::Automatic { payment_id },
+        ("manual", None) => RefundMethod::Manual,
+        _ => return Err(conversion_error(format!("stored refund method '{method}'"))),
+    };
+    let status: String = row.get(8)?;
+    let status = RefundStatus::parse(&status)
+        .ok_or_else(|| conversion_error(format!("stored refund status '{status}'")))?;
+    let payment_form_id: Option<i64> = row.get(9)?;
+    let details = match payment_form_id {
+        Some(payment_form_id) => Some(ManualDetails {
+            payment_form_id,
+            payment_system: row.get(10)?,
+            account: row.get(11)?,
+            client_account: row.get(12)?,
+        }),
+        None => None,
+    };
+    Ok(Refund {
+        id: row.get(0)?,
+        order_id: row.get(1)?,
+        source: SourceRef {
+            source_type,
+            id: row.get(3)?,
+        },
+        method,
+        amount: Money {
+            minor: row.get(6)?,
+            currency: currency(&row.get::<_, String>(7)?)?,
+        },
+        status,
+        details,
+        created_at: row.get(13)?,
+        created_by: row.get(14)?,
+        confirmed_at: row.get(15)?,
+        external_id: row.get(16)?,
+    })
+}
+
+impl Ledger for SqliteLedger<'_> {
+    fn order(&mut self, order_id: i64) -> anyhow::Result<Option<Order>> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1");
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        Ok(statement.query_row([order_id], order_from_row).optional()?)
+    }
+
+    fn payment(&mut self, payment_id: MovementId) -> anyhow::Result<Option<Payment>> {
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1");
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        Ok(statement
+            .query_row([payment_id], payment_from_row)
+            .optional()?)
+    }
+
+    fn order_payments(&mut self, order_id: i64) -> anyhow::Result<Vec<Payment>> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1 ORDER BY paid_at, id"
+        );
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        let rows = statement.query_map([order_id], payment_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn source(&mut self, source: SourceRef) -> anyhow::Result<Option<Source>> {
+        let claim_table = match source.source_type {
+            SourceType::Order => {
+                let order = self.order(source.id)?;
+                return Ok(order.map(|order| Source {
+                    source,
+                    outstanding_minor: order.refundable_minor(),
+                    order,
+                }));
+            }
+            SourceType::Return => "returns",
+            SourceType::Rma => "rmas",
+        };
+        let sql = format!(
+            "SELECT order_id, value_minor - refunded_minor FROM {claim_table} WHERE id = ?1"
+        );
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        let claim = statement
+            .query_row([source.id], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        let Some((order_id, outstanding_minor)) = claim else {
+            return Ok(None);
+        };
+        let order = self.order(order_id)?.with_context(|| {
+            format!("{claim_table} {} names missing order {order_id}", source.id)
+        })?;
+        Ok(Some(Source {
+            source,
+            order,
+            outstanding_minor,
+        }))
+    }
+
+    fn refund(&mut self, refund_id: MovementId) -> anyhow::Result<Option<Refund>> {
+        let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ?1");
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        Ok(statement
+            .query_row([refund_id], refund_from_row)
+            .optional()?)
+    }
+
+    fn payment_form_exists(&mut self, payment_form_id: i64) -> anyhow::Result<bool> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT 1 FROM payment_forms WHERE id = ?1")?;
+        Ok(statement.exists([payment_form_id])?)
+    }
+
+    fn unapproved_refunds(
+        &mut self,
+        filter: SourceFilter,
+        offset: u64,
+        limit: u32,
+    ) -> anyhow::Result<(u64, Vec<Refund>)> {
+        let type_word = match filter {
+            SourceFilter::All => None,
+            SourceFilter::Only(source_type) => Some(source_type.as_str()),
+        };
+        let total: i64 = self
+            .connection
+            .prepare_cached(
+                "SELECT count(*) FROM refunds
+                 WHERE status = 'New' AND (?1 IS NULL OR source_type = ?1)",
+            )?
+            .query_row([type_word], |row| row.get(0))?;
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds
+             WHERE status = 'New' AND (?1 IS NULL OR source_type = ?1)
+             ORDER BY id LIMIT ?2 OFFSET ?3"
+        );
+        let offset = i64::try_from(offset).context("page offset out of range")?;
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![type_word, limit, offset], refund_from_row)?;
+        let total = u64::try_from(total).context("negative count")?;
+        Ok((total, rows.collect::<Result<_, _>>()?))
+    }
+
+    fn api_user(&mut self, login: &str) -> anyhow::Result<Option<ApiUser>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT login, password_sha1, scopes FROM api_users WHERE login = ?1",
+        )?;
+        let row = statement
+            .query_row([login], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(login, password_sha1_hex, scopes)| {
+            let scopes = Scopes::parse(&scopes)
+                .with_context(|| format!("stored scopes '{scopes}' of user {login}"))?;
+            Ok(ApiUser {
+                login,
+                password_sha1_hex,
+                scopes,
+            })
+        })
+        .transpose()
+    }
+
+    fn reserve_refund(&mut self, refund: &NewRefund) -> anyhow::Result<MovementId> {
+        self.connection
+            .prepare_cached("INSERT INTO movements (kind) VALUES ('refund')")?
+            .execute([])?;
+        let id = self.connection.last_insert_rowid();
+        let (method, payment_id) = match refund.method {
+            RefundMethod::Automatic { payment_id } => ("automatic", Some(payment_id)),
+            RefundMethod::Manual => ("manual", None),
+        };
+        let details = refund.details.as_ref();
+        self.connection
+            .prepare_cached(
+                "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_id,
+                     amount_minor, currency, status, payment_form_id, payment_system, account,
+                     client_account, created_at, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'New', ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                id,
+                refund.order_id,
+                refund.source.source_type.as_str(),
+                refund.source.id,
+                method,
+                payment_id,
+                refund.amount.minor,
+                refund.amount.currency.code(),
+                details.map(|d| d.payment_form_id),
+                details.and_then(|d| d.payment_system),
+                details.and_then(|d| d.account.as_deref()),
+                details.and_then(|d| d.client_account.as_deref()),
+                refund.created_at,
+                refund.created_by,
+            ])
+            .context("inserting a refund")?;
+        Ok(id)
+    }
+
+    fn change_reserved_amount(&mut self, refund_id: MovementId, minor: i64) -> anyhow::Result<()> {
+        let changed = self
+            .connection
+            .prepare_cached(
+                "UPDATE refunds SET amount_minor = ?2 WHERE id = ?1 AND status = 'New'",
+            )?
+            .execute(params![refund_id, minor])?;
+        ensure_one_row(changed, refund_id)
+    }
+
+    fn confirm(
+        &mut self,
+        refund_id: MovementId,
+        status: RefundStatus,
+        at: Timestamp,
+    ) -> anyhow::Result<()> {
+        let changed = self
+            .connection
+            .prepare_cached(
+                "UPDATE refunds SET status = ?2, confirmed_at = ?3 WHERE id = ?1 AND status = 'New'",
+            )?
+            .execute(params![refund_id, status.as_str(), at])?;
+        ensure_one_row(changed, refund_id)
+    }
+
+    fn cancel(&mut self, refund_id: MovementId) -> anyhow::Result<()> {
+        let changed = self
+            .connection
+            .prepare_cached(
+                "UPDATE refunds SET status = 'Canceled' WHERE id = ?1 AND status = 'New'",
+            )?
+            .execute([refund_id])?;
+        ensure_one_row(changed, refund_id)
+    }
+}
+
+fn ensure_one_row(changed: usize, refund_id: MovementId) -> anyhow::Result<()> {
+    if changed != 1 {
+        bail!("refund {refund_id} was not New when it was changed ({changed} rows)");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub payment_forms: usize,
+    pub orders: usize,
+    pub payments: usize,
+    pub returns: usize,
+    pub rmas: usize,
+}
+
+pub fn import_shop(connection: &mut Connection, shop: &ShopData) -> anyhow::Result<ImportSummary> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for (index, form) in shop.payment_forms.iter().enumerate() {
+        transaction
+            .execute(
+                "INSERT INTO payment_forms (id, name) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                params![form.payment_form_id, form.name],
+            )
+            .with_context(|| format!("paymentForms[{index}]"))?;
+    }
+    let mut payments = 0;
+    for (order_index, order) in shop.orders.iter().enumerate() {
+        let at = || format!("orders[{order_index}] (orderId {})", order.order_id);
+        transaction
+            .execute(
+                "INSERT INTO orders (id, currency, fulfilled) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET currency = excluded.currency,
+                     fulfilled = excluded.fulfilled",
+                params![order.order_id, order.currency.code(), order.fulfilled],
+            )
+            .with_context(at)?;
+        for (payment_index, payment) in order.payments.iter().enumerate() {
+            let at = || {
+                format!(
+                    "orders[{order_index}].payments[{payment_index}] (paymentId {})",
+                    payment.payment_id
+                )
+            };
+            transaction
+                .execute(
+                    "INSERT INTO movements (id, kind) VALUES (?1, 'payment')
+                     ON CONFLICT (id) DO NOTHING",
+                    [payment.payment_id],
+                )
+                .with_context(at)?;
+            let kind: String = transaction
+                .query_row(
+                    "SELECT kind FROM movements WHERE id = ?1",
+                    [payment.payment_id],
+                    |r| r.get(0),
+                )
+                .with_context(at)?;
+            if kind != "payment" {
+                bail!("{}: paymentId is already the id of a refund", at());
+            }
+            transaction
+                .execute(
+                    "INSERT INTO payments (id, order_id, amount_minor, currency, payment_form_id,
+                         payment_system, auto_refund, external_transaction_id, paid_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (id) DO UPDATE SET order_id = excluded.order_id,
+                         amount_minor = excluded.amount_minor, currency = excluded.currency,
+                         payment_form_id = excluded.payment_form_id,
+                         payment_system = excluded.payment_system,
+                         auto_refund = excluded.auto_refund,
+                         external_transaction_id = excluded.external_transaction_id,
+                         paid_at = excluded.paid_at",
+                    params![
+                        payment.payment_id,
+                        order.order_id,
+                        payment.amount.minor,
+                        payment.amount.currency.code(),
+                        payment.payment_form_id,
+                        payment.payment_system,
+                        payment.auto_refund,
+                        payment.external_transaction_id,
+                        payment.paid_at,
+                    ],
+                )
+                .with_context(at)?;
+            payments += 1;
+        }
+    }
+    for (table, field, claims) in [
+        ("returns", "returns", &shop.returns),
+        ("rmas", "rmas", &shop.rmas),
+    ] {
+        for (index, claim) in claims.iter().enumerate() {
+            let at = || format!("{field}[{index}] (id {})", claim.id);
+            let order_currency: Option<String> = transaction
+                .query_row(
+                    "SELECT currency FROM orders WHERE id = ?1",
+                    [claim.order_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .with_context(at)?;
+            match order_currency {
+                None => bail!("{}: orderId {} is not a known order", at(), claim.order_id),
+                Some(code) if code != claim.value.currency.code() => bail!(
+                    "{}: currency {} differs from the order's currency {code}",
+                    at(),
+                    claim.value.currency
+                ),
+                Some(_) => {}
+            }
+            transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} (id, order_id, value_minor, currency)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (id) DO UPDATE SET order_id = excluded.order_id,
+                             value_minor = excluded.value_minor, currency = excluded.currency"
+                    ),
+                    params![
+                        claim.id,
+                        claim.order_id,
+                        claim.value.minor,
+                        claim.value.currency.code()
+                    ],
+                )
+                .with_context(at)?;
+        }
+    }
+    transaction.commit().context("committing the import")?;
+    Ok(ImportSummary {
+        payment_forms: shop.payment_forms.len(),
+        orders: shop.orders.len(),
+        payments,
+        returns: shop.returns.len(),
+        rmas: shop.rmas.len(),
+    })
+}
+
+pub fn put_api_user(
+    connection: &mut Connection,
+    user: &ApiUser,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    connection
+        .execute(
+            "INSERT INTO api_users (login, password_sha1, scopes, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (login) DO UPDATE SET password_sha1 = excluded.password_sha1,
+                 scopes = excluded.scopes",
+            params![user.login, user.password_sha1_hex, user.scopes.to_list(), now],
+        )
+        .context("saving the API user")?;
+    Ok(())
+}
+
+pub fn is_empty(connection: &mut Connection) -> anyhow::Result<bool> {
+    let orders: i64 = connection.query_row("SELECT count(*) FROM orders", [], |r| r.get(0))?;
+    Ok(orders == 0)
+}
