@@ -1,0 +1,6 @@
+//! The one integration-test binary. Every test starts the real server on a free port over a
+//! real SQLite file and talks to it over HTTP.
+
+mod canonical;
+mod soap_fixtures;
+mod support;

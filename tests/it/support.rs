@@ -1,0 +1,175 @@
+//! Starting the real server for a test, and talking to it.
+
+use std::path::{Path, PathBuf};
+
+use refunds_gateway::clock::{Clock, parse_local_datetime};
+use refunds_gateway::refunds::password_sha1_hex;
+use refunds_gateway::refunds::types::{ApiUser, Scopes};
+use refunds_gateway::shop::ShopData;
+use refunds_gateway::store::Maintenance;
+use refunds_gateway::{Config, run};
+
+/// Where the repository's fixtures live.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The instant every fixture runs at: 2026-11-20 12:00:00 in Warsaw.
+pub fn fixed_now() -> i64 {
+    parse_local_datetime("2026-11-20 12:00:00", chrono_tz::Europe::Warsaw).expect("valid time")
+}
+
+/// The legacy user of the fixtures: `tester` with password `secret` (all scopes).
+pub const TEST_LOGIN: &str = "tester";
+pub const TEST_PASSWORD: &str = "secret";
+
+/// A database in a temporary folder, loaded with `fixtures/test-shop.json` and the test user.
+pub struct TestDatabase {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TestDatabase {
+    pub fn with_test_shop() -> TestDatabase {
+        let shop = std::fs::read_to_string(fixtures_dir().join("test-shop.json")).expect("test shop");
+        TestDatabase::with_shop(&shop)
+    }
+
+    pub fn with_shop(shop_json: &str) -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("refunds.db");
+        let shop = ShopData::parse(shop_json, chrono_tz::Europe::Warsaw).expect("shop parses");
+        let mut maintenance = Maintenance::open(&path).expect("open database");
+        maintenance.import_shop(&shop).expect("import shop");
+        add_user(&mut maintenance, TEST_LOGIN, TEST_PASSWORD, Scopes::ALL);
+        TestDatabase { dir, path }
+    }
+
+    /// A copy of this database (taken while no server runs on it).
+    pub fn copy(&self) -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("refunds.db");
+        let connection = rusqlite::Connection::open(&self.path).expect("open for copy");
+        connection
+            .execute("VACUUM INTO ?1", [path.to_str().expect("utf-8 temp path")])
+            .expect("copy database");
+        TestDatabase { dir, path }
+    }
+}
+
+pub fn add_user(maintenance: &mut Maintenance, login: &str, password: &str, scopes: Scopes) {
+    let user = ApiUser { login: login.to_owned(), password_sha1_hex: password_sha1_hex(password), scopes };
+    maintenance.put_api_user(&user, fixed_now()).expect("add user");
+}
+
+/// A running server; stopped (gracefully) when dropped or by `stop`.
+pub struct TestServer {
+    pub base: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts the server on `127.0.0.1:0` over `database`, with the clock fixed at `fixed_now()`.
+    pub async fn start(database: &Path) -> TestServer {
+        let mut config = Config::new(database.to_owned());
+        config.clock = Clock::Fixed(fixed_now());
+        TestServer::start_with(config).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().expect("local address"));
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, config, async {
+            let _ = stop.await;
+        }));
+        TestServer { base, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    /// Stops the server and waits until it has closed the store.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// An HTTP answer as a test inspects it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("http client")
+}
+
+/// POSTs `body` to `base + path` with `headers`.
+pub async fn post(client: &reqwest::Client, url: &str, headers: &[(String, String)], body: Vec<u8>) -> Answer {
+    let mut request = client.post(url).body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("request sent");
+    answer(response).await
+}
+
+pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
+    answer(client.get(url).send().await.expect("request sent")).await
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response.text().await.expect("response body");
+    Answer { status, content_type, body }
+}
+
+/// The legacy key of the test user at the fixed clock.
+pub fn test_key() -> String {
+    refunds_gateway::refunds::legacy_key("20261120", &password_sha1_hex(TEST_PASSWORD))
+}
+
+/// A SOAP 1.1 request for `operation` with `params` (inner XML, `r:` prefix bound to our
+/// namespace), authenticated as the test user.
+pub fn soap11(operation: &str, params: &str) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:r="urn:refunds-gateway:refunds"><soap:Body><r:{operation}><r:authenticate><r:userLogin>{TEST_LOGIN}</r:userLogin><r:authenticateKey>{key}</r:authenticateKey></r:authenticate><r:params>{params}</r:params></r:{operation}></soap:Body></soap:Envelope>"#,
+        key = test_key()
+    )
+    .into_bytes()
+}
+
+pub fn soap11_headers(operation: &str) -> Vec<(String, String)> {
+    vec![
+        ("content-type".to_owned(), "text/xml; charset=utf-8".to_owned()),
+        ("soapaction".to_owned(), format!("\"urn:refunds-gateway:refunds#{operation}\"")),
+    ]
+}
+
+/// The text of the first element named `name` in `xml` (a test's quick look, not a parser).
+pub fn element_text<'x>(xml: &'x str, name: &str) -> Option<&'x str> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(&xml[start..end])
+}
