@@ -1,5 +1,6 @@
 //! The command line: `serve`, `import`, `user add`.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -132,6 +133,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -151,7 +153,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("WSDL: {base}/soap/refunds?wsdl — SOAP endpoint: POST {base}/soap/refunds");
         if args.demo {
             tracing::info!(
-                "first call: curl -s {base}/soap/refunds -H 'Content-Type: text/xml' --data-binary @fixtures/soap/getPossibleAutoRefunds/demo.request.xml  (README: 'A first call'; user demo, password demo)"
+                "demo data loaded: legacy user 'demo', password 'demo'; README.md, 'A first call', shows a curl call"
             );
         }
         let mut config = Config::new(args.database.path.clone());

@@ -25,7 +25,7 @@ pub const TEST_PASSWORD: &str = "secret";
 
 /// A database in a temporary folder, loaded with `fixtures/test-shop.json` and the test user.
 pub struct TestDatabase {
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
@@ -42,7 +42,7 @@ impl TestDatabase {
         let mut maintenance = Maintenance::open(&path).expect("open database");
         maintenance.import_shop(&shop).expect("import shop");
         add_user(&mut maintenance, TEST_LOGIN, TEST_PASSWORD, Scopes::ALL);
-        TestDatabase { dir, path }
+        TestDatabase { _dir: dir, path }
     }
 
     /// A copy of this database (taken while no server runs on it).
@@ -53,7 +53,7 @@ impl TestDatabase {
         connection
             .execute("VACUUM INTO ?1", [path.to_str().expect("utf-8 temp path")])
             .expect("copy database");
-        TestDatabase { dir, path }
+        TestDatabase { _dir: dir, path }
     }
 }
 
