@@ -502,7 +502,7 @@ fn possible_auto_refunds(
         .filter(|payment| payment.auto_refund)
         .filter_map(|payment| {
             let value = min(payment.refundable_minor(), cap);
-            (value > 0).then(|| PossibleAutoRefund {
+            (value > 0).then_some(PossibleAutoRefund {
                 payment_id: payment.id,
                 value: Money {
                     minor: value,

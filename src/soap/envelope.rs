@@ -203,13 +203,12 @@ impl<'i, 'l> Parser<'i, 'l> {
             };
             match event {
                 Event::Decl(declaration) => {
-                    if let Some(Ok(encoding)) = declaration.encoding() {
-                        if !encoding.eq_ignore_ascii_case("utf-8") {
+                    if let Some(Ok(encoding)) = declaration.encoding()
+                        && !encoding.eq_ignore_ascii_case("utf-8") {
                             return Err(self.client(format!(
                                 "the request declares encoding '{encoding}'; send UTF-8"
                             )));
                         }
-                    }
                 }
                 Event::DocType(_) => {
                     return Err(

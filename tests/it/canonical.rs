@@ -103,7 +103,7 @@ fn node_of(reader: &NsReader<&[u8]>, namespace: String, start: &BytesStart<'_>) 
     })
 }
 
-fn close(stack: &mut Vec<Node>, root: &mut Option<Node>, node: Node) {
+fn close(stack: &mut [Node], root: &mut Option<Node>, node: Node) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(node),
         None => *root = Some(node),
