@@ -2,5 +2,9 @@
 //! real SQLite file and talks to it over HTTP.
 
 mod canonical;
+mod cli;
+mod concurrency;
+mod hostile;
+mod lifecycle;
 mod soap_fixtures;
 mod support;
