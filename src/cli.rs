@@ -10,7 +10,8 @@ use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 
 use crate::clock::Clock;
-use crate::refunds::password_sha1_hex;
+use crate::clock::format_local_datetime;
+use crate::refunds::{api_key_digest, new_api_key, password_sha1_hex};
 use crate::refunds::types::{ApiUser, Scopes};
 use crate::server::Config;
 use crate::shop::ShopData;
@@ -40,6 +41,36 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage API keys (REST; also accepted by the SOAP and JSON gates).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a key and print it once; only its hash is stored.
+    Create {
+        #[command(flatten)]
+        database: DatabaseArg,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: read, write, confirm.
+        #[arg(long, default_value = "read,write,confirm")]
+        scope: String,
+    },
+    /// List keys: name, scopes, created, revoked.
+    List {
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Revoke the key named NAME.
+    Revoke {
+        #[command(flatten)]
+        database: DatabaseArg,
+        name: String,
     },
 }
 
@@ -117,6 +148,7 @@ pub fn main() -> ExitCode {
                     scope,
                 },
         } => add_user(&database.path, &login, &password, &scope),
+        Command::Key { command } => key(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -241,5 +273,35 @@ fn add_user(database: &Path, login: &str, password: &str, scope: &str) -> anyhow
     };
     Maintenance::open(database)?.put_api_user(&user, Clock::System.now())?;
     println!("user {login} saved with scopes {}", scopes.to_list());
+    Ok(())
+}
+
+fn key(command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create { database, name, scope } => {
+            let scopes =
+                Scopes::parse(&scope).with_context(|| format!("--scope '{scope}': use read, write, confirm"))?;
+            anyhow::ensure!(!name.trim().is_empty(), "the key name must not be empty");
+            let key = new_api_key()?;
+            Maintenance::open(&database.path)?.create_api_key(&name, &api_key_digest(&key), scopes, Clock::System.now())?;
+            eprintln!("key '{name}' created with scopes {}; it is shown only this once:", scopes.to_list());
+            println!("{key}");
+        }
+        KeyCommand::List { database } => {
+            let keys = Maintenance::open(&database.path)?.api_keys()?;
+            let timezone = chrono_tz::Europe::Warsaw;
+            println!("{:<24} {:<20} {:<20} revoked", "name", "scopes", "created");
+            for key in keys {
+                let revoked = key.revoked_at.map(|at| format_local_datetime(at, timezone)).unwrap_or_default();
+                let created = format_local_datetime(key.created_at, timezone);
+                println!("{:<24} {:<20} {:<20} {revoked}", key.name, key.scopes.to_list(), created);
+            }
+        }
+        KeyCommand::Revoke { database, name } => {
+            let revoked = Maintenance::open(&database.path)?.revoke_api_key(&name, Clock::System.now())?;
+            anyhow::ensure!(revoked, "no live key named '{name}'");
+            println!("key '{name}' revoked");
+        }
+    }
     Ok(())
 }

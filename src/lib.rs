@@ -11,6 +11,7 @@ pub mod clock;
 pub mod money;
 pub mod operations;
 pub mod refunds;
+pub mod rest;
 pub mod server;
 pub mod shop;
 pub mod soap;

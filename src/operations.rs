@@ -13,18 +13,29 @@ use rust_decimal::Decimal;
 
 use crate::refunds::types::{ManualDetails, RequestedAmount, SourceFilter, SourceRef, SourceType};
 use crate::refunds::{
-    AddAutomaticRefund, AddAutomaticRefundForOrder, AddManualRefund, Caller, MAX_RESULTS_LIMIT,
+    AddAutomaticRefund, AddAutomaticRefundForOrder, AddManualRefund, Caller, Credentials, MAX_RESULTS_LIMIT,
     OperationKind, PossibleAutoRefund, RefundAt, RefundError, RefundService, RefundStatusView,
     RefundsPage, RetrieveRefundsList, Scope, UpdateRefund,
 };
 
 /// A tree of named parameters, as a face received them.
 pub trait Params {
-    /// The scalar text of field `name`: `Ok(None)` when absent or nil, `Err(what)` when present
+    /// The scalar value of field `name`: `Ok(None)` when absent or nil, `Err(what)` when present
     /// but not a scalar (`what` describes what was found).
-    fn scalar(&self, name: &str) -> Result<Option<Cow<'_, str>>, &'static str>;
+    fn scalar(&self, name: &str) -> Result<Option<Scalar<'_>>, &'static str>;
     /// The nested parameters of field `name`, if present.
     fn nested(&self, name: &str) -> Option<&Self>;
+}
+
+/// A scalar parameter. XML and query strings only carry text; JSON also carries typed numbers
+/// and booleans, and a JSON client that sends a number where a string belongs (or the reverse
+/// for booleans) gets "invalid call parameters".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scalar<'a> {
+    Text(Cow<'a, str>),
+    /// A number's exact text.
+    Number(String),
+    Bool(bool),
 }
 
 /// One operation of the Refunds gateway.
@@ -44,6 +55,19 @@ pub trait Operation {
     ) -> impl Future<Output = Result<Self::Response, RefundError>> + Send;
 }
 
+/// Authenticates, binds and runs one operation: what every face does with a call. `params` is
+/// an `Err` when the face could not read any parameters (a body that is not JSON, say); the
+/// caller is still authenticated first, so an unauthenticated client learns nothing more.
+pub async fn call<Op: Operation, P: Params>(
+    service: &RefundService,
+    credentials: Option<Credentials>,
+    params: Result<&P, RefundError>,
+) -> Result<Op::Response, RefundError> {
+    let caller = service.authenticate(credentials, Op::SCOPE).await?;
+    let request = Op::bind(params?)?;
+    Op::run(service, &caller, request).await
+}
+
 /// The wire names of all operations, in the order the WSDL lists them.
 pub const OPERATION_NAMES: [&str; 9] = [
     AddAutomaticRefundOp::NAME,
@@ -56,6 +80,45 @@ pub const OPERATION_NAMES: [&str; 9] = [
     CancelRefundOp::NAME,
     RetrieveRefundsListOp::NAME,
 ];
+
+/// Expands to a `match` of `$name` over the nine operation names that awaits
+/// `$handler::<TheOperation>($args…)`, and evaluates `$unknown` for any other name. Every face
+/// dispatches through this one list.
+#[macro_export]
+macro_rules! dispatch_operation {
+    ($name:expr, $handler:ident($($arg:expr),* $(,)?), unknown => $unknown:expr) => {
+        match $name {
+            <$crate::operations::AddAutomaticRefundOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::AddAutomaticRefundOp>($($arg),*).await
+            }
+            <$crate::operations::AddAutomaticRefundForOrderOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::AddAutomaticRefundForOrderOp>($($arg),*).await
+            }
+            <$crate::operations::AddManualRefundOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::AddManualRefundOp>($($arg),*).await
+            }
+            <$crate::operations::GetPossibleAutoRefundsOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::GetPossibleAutoRefundsOp>($($arg),*).await
+            }
+            <$crate::operations::GetRefundStatusOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::GetRefundStatusOp>($($arg),*).await
+            }
+            <$crate::operations::UpdateRefundOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::UpdateRefundOp>($($arg),*).await
+            }
+            <$crate::operations::ConfirmRefundOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::ConfirmRefundOp>($($arg),*).await
+            }
+            <$crate::operations::CancelRefundOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::CancelRefundOp>($($arg),*).await
+            }
+            <$crate::operations::RetrieveRefundsListOp as $crate::operations::Operation>::NAME => {
+                $handler::<$crate::operations::RetrieveRefundsListOp>($($arg),*).await
+            }
+            _ => $unknown,
+        }
+    };
+}
 
 pub struct AddAutomaticRefundOp;
 pub struct AddAutomaticRefundForOrderOp;
@@ -299,15 +362,33 @@ fn nested_field(parent: &str, error: RefundError) -> RefundError {
     }
 }
 
+/// A field's text; `numbers` says whether a JSON number is acceptable too.
+fn scalar_text(params: &impl Params, field: &str, numbers: bool) -> Result<Option<String>, RefundError> {
+    let text = match params.scalar(field) {
+        Ok(None) => return Ok(None),
+        Ok(Some(Scalar::Text(text))) => text.trim().to_owned(),
+        Ok(Some(Scalar::Number(number))) if numbers => number,
+        Ok(Some(Scalar::Number(_))) => {
+            return Err(RefundError::InvalidParameters(format!(
+                "params.{field} must be a string, got a number"
+            )));
+        }
+        Ok(Some(Scalar::Bool(_))) => {
+            return Err(RefundError::InvalidParameters(format!(
+                "params.{field} must not be a boolean"
+            )));
+        }
+        Err(found) => {
+            return Err(RefundError::InvalidParameters(format!(
+                "params.{field} must be a single value, got {found}"
+            )));
+        }
+    };
+    Ok(Some(text).filter(|text| !text.is_empty()))
+}
+
 fn optional_text(params: &impl Params, field: &str) -> Result<Option<String>, RefundError> {
-    match params.scalar(field) {
-        Ok(value) => Ok(value
-            .map(|text| text.trim().to_owned())
-            .filter(|text| !text.is_empty())),
-        Err(found) => Err(RefundError::InvalidParameters(format!(
-            "params.{field} must be a single value, got {found}"
-        ))),
-    }
+    scalar_text(params, field, false)
 }
 
 fn required_text(params: &impl Params, field: &str) -> Result<String, RefundError> {
@@ -316,7 +397,7 @@ fn required_text(params: &impl Params, field: &str) -> Result<String, RefundErro
 
 /// A positive integer id; numeric strings are accepted as the public API's clients send them.
 fn optional_id(params: &impl Params, field: &str) -> Result<Option<i64>, RefundError> {
-    let Some(text) = optional_text(params, field)? else {
+    let Some(text) = scalar_text(params, field, true)? else {
         return Ok(None);
     };
     match text.parse::<i64>() {
@@ -333,7 +414,7 @@ fn required_id(params: &impl Params, field: &str) -> Result<i64, RefundError> {
 }
 
 fn optional_u32(params: &impl Params, field: &str) -> Result<Option<u32>, RefundError> {
-    let Some(text) = optional_text(params, field)? else {
+    let Some(text) = scalar_text(params, field, true)? else {
         return Ok(None);
     };
     text.parse::<u32>().map(Some).map_err(|_| {
@@ -366,7 +447,7 @@ fn refund_at(params: &impl Params) -> Result<RefundAt, RefundError> {
 /// `refundValue` (an exact decimal: plain or scientific notation, never via a float) and
 /// `refundCurrency`.
 fn amount(params: &impl Params) -> Result<RequestedAmount, RefundError> {
-    let text = required_text(params, "refundValue")?;
+    let text = scalar_text(params, "refundValue", true)?.ok_or_else(|| missing("refundValue"))?;
     let parsed = if text.contains(['e', 'E']) {
         Decimal::from_scientific(&text)
     } else {

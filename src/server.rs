@@ -23,6 +23,7 @@ use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::refunds::RefundService;
+use crate::rest::{self, JsonReply};
 use crate::soap::envelope::XmlLimits;
 use crate::soap::fault::Fault;
 use crate::soap::{self, SoapReply};
@@ -177,8 +178,13 @@ async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
 enum Route {
     Wsdl { address: String },
     Soap,
+    Rest { operation: String },
+    JsonGate { operation: String },
+    OpenApi,
     Health,
     NotFound,
+    /// A JSON route that does not exist (answered in JSON).
+    JsonNotFound,
     MethodNotAllowed(&'static str),
 }
 
@@ -186,11 +192,15 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
     let method = request.method();
+    if let Some(rest) = path.strip_prefix("/api/admin/") {
+        return match rest_operation(rest) {
+            Some(operation) => Route::Rest { operation: operation.to_owned() },
+            None => Route::JsonNotFound,
+        };
+    }
     match path {
         "/soap/refunds" => {
-            let wants_wsdl = query
-                .split('&')
-                .any(|pair| pair.eq_ignore_ascii_case("wsdl"));
+            let wants_wsdl = query.split('&').any(|pair| pair.eq_ignore_ascii_case("wsdl"));
             match *method {
                 Method::GET if wants_wsdl => Route::Wsdl {
                     address: format!("{}/soap/refunds", base_url(app, request)),
@@ -204,35 +214,45 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
                 .find(|(key, _)| key == "gate")
                 .map(|(_, value)| value.into_owned())
                 .unwrap_or_default();
-            match Gate::parse(&gate) {
-                Some(Gate {
-                    operation,
-                    version,
-                    face: "soap",
-                    wsdl: true,
-                }) => match *method {
-                    Method::GET => Route::Wsdl {
-                        address: format!(
-                            "{}/api/?gate=refunds/{operation}/{version}/soap",
-                            base_url(app, request)
-                        ),
-                    },
-                    _ => Route::MethodNotAllowed("GET"),
+            let Some(gate) = Gate::parse(&gate) else {
+                return Route::NotFound;
+            };
+            match (gate.face, gate.wsdl, method) {
+                ("soap", true, &Method::GET) => Route::Wsdl {
+                    address: format!(
+                        "{}/api/?gate=refunds/{}/{}/soap",
+                        base_url(app, request),
+                        gate.operation,
+                        gate.version
+                    ),
                 },
-                Some(Gate {
-                    face: "soap",
-                    wsdl: false,
-                    ..
-                }) => match *method {
-                    Method::POST => Route::Soap,
-                    _ => Route::MethodNotAllowed("POST"),
-                },
+                ("soap", true, _) => Route::MethodNotAllowed("GET"),
+                ("soap", false, &Method::POST) => Route::Soap,
+                ("json", false, &Method::POST) => {
+                    Route::JsonGate { operation: gate.operation.to_owned() }
+                }
+                (_, false, _) => Route::MethodNotAllowed("POST"),
                 _ => Route::NotFound,
             }
         }
+        "/api/doc/admin/v6/json" => match *method {
+            Method::GET => Route::OpenApi,
+            _ => Route::MethodNotAllowed("GET"),
+        },
         "/healthz" => Route::Health,
         _ => Route::NotFound,
     }
+}
+
+/// `v{N}/refunds/{operation}` with N = 1…6.
+fn rest_operation(path: &str) -> Option<&str> {
+    let (version, rest) = path.strip_prefix('v')?.split_once('/')?;
+    let version: u32 = version.parse().ok()?;
+    if !rest::VERSIONS.contains(&version) {
+        return None;
+    }
+    let operation = rest.strip_prefix("refunds/")?;
+    (!operation.is_empty() && !operation.contains('/')).then_some(operation)
 }
 
 /// `gate=refunds/{operation}/{version}/{face}[/wsdl]`.
@@ -263,12 +283,7 @@ impl<'a> Gate<'a> {
             Some("wsdl") => true,
             Some(_) => return None,
         };
-        parts.next().is_none().then_some(Gate {
-            operation,
-            version,
-            face,
-            wsdl,
-        })
+        parts.next().is_none().then_some(Gate { operation, version, face, wsdl })
     }
 }
 
@@ -280,17 +295,22 @@ async fn route(app: &App, request: Request<Incoming>) -> Reply {
             soap::wsdl::with_address(&address),
         ),
         Route::Soap => soap_request(app, request).await,
-        Route::Health => plain(
-            StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "ok\n".to_owned(),
-        ),
+        Route::Rest { operation } => rest_request(app, request, &operation).await,
+        Route::JsonGate { operation } => gate_request(app, request, &operation).await,
+        Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
+        Route::Health => plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
         Route::NotFound => plain(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "not found: the SOAP endpoint is POST /soap/refunds (WSDL at GET /soap/refunds?wsdl)\n"
+            "not found: the SOAP endpoint is POST /soap/refunds (WSDL at GET /soap/refunds?wsdl); \
+             REST at /api/admin/v6/refunds/{operation}\n"
                 .to_owned(),
         ),
+        Route::JsonNotFound => json_reply(JsonReply::error(
+            404,
+            2,
+            "not found: the REST API is /api/admin/v{1-6}/refunds/{operation}",
+        )),
         Route::MethodNotAllowed(allowed) => {
             let mut reply = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -305,43 +325,60 @@ async fn route(app: &App, request: Request<Incoming>) -> Reply {
     }
 }
 
+const JSON: &str = "application/json";
+
+async fn rest_request(app: &App, request: Request<Incoming>, operation: &str) -> Reply {
+    let method = request.method().as_str().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let api_key = api_key_of(&request);
+    let body = match read_body(app, request).await {
+        Ok(body) => body,
+        Err(error) => return json_reply(error.json(app)),
+    };
+    let call = rest::RestCall { method: &method, operation, query: &query, api_key, body: &body };
+    json_reply(rest::handle_rest(&app.service, call).await)
+}
+
+async fn gate_request(app: &App, request: Request<Incoming>, operation: &str) -> Reply {
+    let api_key = api_key_of(&request);
+    let body = match read_body(app, request).await {
+        Ok(body) => body,
+        Err(error) => return json_reply(error.json(app)),
+    };
+    let call = rest::GateCall { operation, api_key, body: &body };
+    json_reply(rest::handle_gate(&app.service, call).await)
+}
+
+fn json_reply(reply: JsonReply) -> Reply {
+    if let Some(operation) = reply.operation {
+        tracing::Span::current().record("operation", operation);
+    }
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = plain(status, JSON, reply.body);
+    if let Some(allow) = reply.allow {
+        response.headers_mut().insert("allow", HeaderValue::from_static(allow));
+    }
+    response
+}
+
 async fn soap_request(app: &App, request: Request<Incoming>) -> Reply {
     let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
     let version = soap::version_for(content_type.as_deref());
+    let api_key = api_key_of(&request);
     let body = match read_body(app, request).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
-            let reason = format!(
-                "the request body is larger than {} bytes",
-                app.config.max_body_bytes
-            );
-            return soap_reply(SoapReply::fault(
-                &Fault::client(version, reason).with_status(413),
-            ));
-        }
-        Err(BodyError::Timeout) => {
-            let reason = "the request body did not arrive in time";
-            return soap_reply(SoapReply::fault(
-                &Fault::client(version, reason).with_status(408),
-            ));
-        }
-        Err(BodyError::Broken) => {
-            let reason = "the request body could not be read";
-            return soap_reply(SoapReply::fault(
-                &Fault::client(version, reason).with_status(400),
-            ));
-        }
+        Err(error) => return soap_reply(SoapReply::fault(&error.fault(app, version))),
     };
     let reply = soap::handle(
         &app.service,
         &body,
         content_type.as_deref(),
+        api_key.as_deref(),
         &app.config.xml_limits,
     )
     .await;
     if let Some(operation) = reply.operation {
         tracing::Span::current().record("operation", operation);
-        tracing::debug!(operation, "dispatched");
     }
     soap_reply(reply)
 }
@@ -350,6 +387,34 @@ enum BodyError {
     TooLarge,
     Timeout,
     Broken,
+}
+
+impl BodyError {
+    fn status(&self) -> u16 {
+        match self {
+            BodyError::TooLarge => 413,
+            BodyError::Timeout => 408,
+            BodyError::Broken => 400,
+        }
+    }
+
+    fn message(&self, app: &App) -> String {
+        match self {
+            BodyError::TooLarge => {
+                format!("the request body is larger than {} bytes", app.config.max_body_bytes)
+            }
+            BodyError::Timeout => "the request body did not arrive in time".to_owned(),
+            BodyError::Broken => "the request body could not be read".to_owned(),
+        }
+    }
+
+    fn fault(&self, app: &App, version: soap::envelope::SoapVersion) -> Fault {
+        Fault::client(version, self.message(app)).with_status(self.status())
+    }
+
+    fn json(&self, app: &App) -> JsonReply {
+        JsonReply::error(self.status(), 2, &self.message(app))
+    }
 }
 
 /// Reads the body, refusing it before reading when Content-Length is over the cap, and after
@@ -370,6 +435,16 @@ async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyE
         }
         Ok(Err(_)) => Err(BodyError::Broken),
     }
+}
+
+/// An API key from `X-API-KEY` or `Authorization: Bearer`.
+fn api_key_of(request: &Request<Incoming>) -> Option<String> {
+    if let Some(key) = header(request, "x-api-key") {
+        return Some(key.trim().to_owned());
+    }
+    let authorization = header(request, "authorization")?;
+    let (scheme, key) = authorization.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_owned())
 }
 
 fn header<'r>(request: &'r Request<Incoming>, name: &str) -> Option<&'r str> {

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 #[derive(Debug, thiserror::Error)]
 pub enum RefundError {
     /// 1: no credentials, unknown user or wrong key.
-    #[error("authentication failed: wrong or missing userLogin/authenticateKey")]
+    #[error("authentication failed: missing or invalid credentials (userLogin and authenticateKey, or an API key)")]
     Unauthenticated,
     /// 1: the caller is known but lacks the scope the operation needs.
     #[error("the caller may not run this operation (needs scope '{0}')")]

@@ -109,6 +109,14 @@ pub struct LegacyCredentials {
     pub key: String,
 }
 
+/// What a caller presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Legacy(LegacyCredentials),
+    /// An API key (`X-API-KEY` or `Authorization: Bearer`).
+    ApiKey(String),
+}
+
 /// The scope each operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -156,36 +164,41 @@ impl RefundService {
         self.timezone
     }
 
-    /// Checks legacy credentials: `authenticateKey = sha1(YYYYMMDD + sha1(password))` in lowercase
-    /// hex, with the shop's local date of yesterday, today or tomorrow (clients' clocks and time
-    /// zones drift around midnight). Then checks the scope the operation needs.
-    pub async fn authenticate(
-        &self,
-        credentials: Option<LegacyCredentials>,
-        needs: Scope,
-    ) -> Result<Caller, RefundError> {
-        let credentials = credentials.ok_or(RefundError::Unauthenticated)?;
-        let dates = neighbouring_local_dates(self.clock.now(), self.timezone);
-        let login = credentials.login.clone();
-        let user = self
-            .store
-            .read(move |ledger| ledger.api_user(&login).map_err(RefundError::from))
-            .await?;
-        let user = user.ok_or(RefundError::Unauthenticated)?;
-        let key = credentials.key.trim().to_ascii_lowercase();
-        let matches = dates
-            .iter()
-            .any(|date| legacy_key(date, &user.password_sha1_hex) == key);
-        if !matches {
-            return Err(RefundError::Unauthenticated);
-        }
-        if !needs.granted(user.scopes) {
+    /// Checks the caller's credentials, then the scope the operation needs.
+    ///
+    /// Legacy: `authenticateKey = sha1(YYYYMMDD + sha1(password))` in lowercase hex, with the
+    /// shop's local date of yesterday, today or tomorrow (clients' clocks and time zones drift
+    /// around midnight). API key: its SHA-256 names a key that is not revoked.
+    pub async fn authenticate(&self, credentials: Option<Credentials>, needs: Scope) -> Result<Caller, RefundError> {
+        let caller = match credentials.ok_or(RefundError::Unauthenticated)? {
+            Credentials::Legacy(legacy) => self.legacy_caller(legacy).await?,
+            Credentials::ApiKey(key) => self.api_key_caller(&key).await?,
+        };
+        if !needs.granted(caller.scopes) {
             return Err(RefundError::Forbidden(needs.name()));
         }
-        Ok(Caller {
-            login: user.login,
-            scopes: user.scopes,
-        })
+        Ok(caller)
+    }
+
+    async fn legacy_caller(&self, credentials: LegacyCredentials) -> Result<Caller, RefundError> {
+        let dates = neighbouring_local_dates(self.clock.now(), self.timezone);
+        let login = credentials.login.clone();
+        let user = self.store.read(move |ledger| ledger.api_user(&login).map_err(RefundError::from)).await?;
+        let user = user.ok_or(RefundError::Unauthenticated)?;
+        let key = credentials.key.trim().to_ascii_lowercase();
+        if !dates.iter().any(|date| legacy_key(date, &user.password_sha1_hex) == key) {
+            return Err(RefundError::Unauthenticated);
+        }
+        Ok(Caller { login: user.login, scopes: user.scopes })
+    }
+
+    async fn api_key_caller(&self, key: &str) -> Result<Caller, RefundError> {
+        let digest = api_key_digest(key.trim());
+        let found = self.store.read(move |ledger| ledger.api_key(&digest).map_err(RefundError::from)).await?;
+        match found {
+            Some(key) if key.revoked_at.is_none() => Ok(Caller { login: format!("key:{}", key.name), scopes: key.scopes }),
+            _ => Err(RefundError::Unauthenticated),
+        }
     }
 
     pub async fn add_automatic_refund(
@@ -299,6 +312,34 @@ pub fn legacy_key(date: &str, password_sha1_hex: &str) -> String {
     hasher.update(date.as_bytes());
     hasher.update(password_sha1_hex.as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// A new random API key: `rgk_` and 43 URL-safe characters (256 bits).
+pub fn new_api_key() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness for a key: {error}"))?;
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut key = String::from("rgk_");
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    for byte in bytes {
+        bits = (bits << 8) | u32::from(byte);
+        count += 8;
+        while count >= 6 {
+            count -= 6;
+            key.push(char::from(ALPHABET[((bits >> count) & 63) as usize]));
+        }
+    }
+    if count > 0 {
+        key.push(char::from(ALPHABET[((bits << (6 - count)) & 63) as usize]));
+    }
+    Ok(key)
+}
+
+/// What the ledger keeps of an API key: its SHA-256 in lowercase hex. Keys are 256 random bits,
+/// so a fast hash is enough.
+pub fn api_key_digest(key: &str) -> String {
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
 /// `sha1(password)` in lowercase hex, as the legacy scheme stores it.

@@ -195,6 +195,15 @@ pub struct ApiUser {
     pub scopes: Scopes,
 }
 
+/// An API key as the ledger keeps it: its name and scopes, never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub name: String,
+    pub scopes: Scopes,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// What a caller may do. Every operation names the scope it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scopes {

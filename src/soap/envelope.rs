@@ -13,7 +13,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 
 use super::fault::{Fault, FaultCode};
-use crate::operations::Params;
+use crate::operations::{Params, Scalar};
 
 pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -97,12 +97,12 @@ impl Element {
 }
 
 impl Params for Element {
-    fn scalar(&self, name: &str) -> Result<Option<Cow<'_, str>>, &'static str> {
+    fn scalar(&self, name: &str) -> Result<Option<Scalar<'_>>, &'static str> {
         match self.child(name) {
             None => Ok(None),
             Some(child) if child.nil => Ok(None),
             Some(child) if !child.children.is_empty() => Err("an element with child elements"),
-            Some(child) => Ok(Some(Cow::Borrowed(child.text.as_str()))),
+            Some(child) => Ok(Some(Scalar::Text(Cow::Borrowed(child.text.as_str())))),
         }
     }
 
@@ -156,8 +156,8 @@ struct Parser<'i, 'l> {
     place: Place,
     depth: usize,
     elements: usize,
-    /// Depth of the element being skipped inside the Header, if any.
-    header_depth: usize,
+    seen_header: bool,
+    seen_body: bool,
     /// The operation tree under construction: a stack of open elements.
     open: Vec<Element>,
     operation: Option<Element>,
@@ -181,7 +181,8 @@ impl<'i, 'l> Parser<'i, 'l> {
             place: Place::Prolog,
             depth: 0,
             elements: 0,
-            header_depth: 0,
+            seen_header: false,
+            seen_body: false,
             open: Vec::new(),
             operation: None,
             must_understand: Vec::new(),
@@ -195,6 +196,10 @@ impl<'i, 'l> Parser<'i, 'l> {
     fn run(&mut self) -> Result<Envelope, Fault> {
         loop {
             let (namespace, event) = match self.reader.read_resolved_event() {
+                Ok((ResolveResult::Unknown(prefix), Event::Start(_) | Event::Empty(_))) => {
+                    let prefix: String = prefix.chars().take(32).collect();
+                    return Err(self.client(format!("undeclared namespace prefix '{prefix}'")));
+                }
                 Ok((namespace, event)) => (namespace_of(&namespace), event),
                 Err(error) => {
                     let position = self.reader.error_position();
@@ -223,7 +228,10 @@ impl<'i, 'l> Parser<'i, 'l> {
                 Event::CData(data) => self.text(&data.xml10_content())?,
                 Event::GeneralRef(reference) => {
                     let character = match reference.resolve_char_ref() {
-                        Ok(Some(character)) => character,
+                        Ok(Some(character)) if is_xml_char(character) => character,
+                        Ok(Some(_)) => {
+                            return Err(self.client("a character reference to a character XML does not allow"));
+                        }
                         Ok(None) => match &*reference.xml10_content() {
                             "amp" => '&',
                             "lt" => '<',
@@ -272,8 +280,19 @@ impl<'i, 'l> Parser<'i, 'l> {
             Place::InEnvelope if self.depth == 2 => {
                 let in_envelope = namespace.as_deref() == Some(self.version.namespace());
                 match local.as_str() {
-                    "Header" if in_envelope => self.place = Place::InHeader,
-                    "Body" if in_envelope => self.place = Place::InBody,
+                    "Header" if in_envelope && !self.seen_header && !self.seen_body => {
+                        self.seen_header = true;
+                        self.place = Place::InHeader;
+                    }
+                    "Body" if in_envelope && !self.seen_body => {
+                        self.seen_body = true;
+                        self.place = Place::InBody;
+                    }
+                    "Header" | "Body" if in_envelope => {
+                        return Err(self.client(format!(
+                            "the Envelope holds an optional Header and then one Body; '{local}' is out of place"
+                        )));
+                    }
                     _ => {
                         return Err(
                             self.client(format!("unexpected element '{local}' in the Envelope"))
@@ -285,7 +304,6 @@ impl<'i, 'l> Parser<'i, 'l> {
                 if self.depth == 3 && attributes.must_understand {
                     self.must_understand.push(local.clone());
                 }
-                self.header_depth = self.depth;
             }
             Place::InBody if self.depth == 3 => {
                 if self.operation.is_some() {
@@ -356,6 +374,9 @@ impl<'i, 'l> Parser<'i, 'l> {
 
     fn text(&mut self, text: &str) -> Result<(), Fault> {
         let max = self.limits.max_text_bytes;
+        if !text.chars().all(is_xml_char) {
+            return Err(self.client("the message holds a character XML does not allow"));
+        }
         match self.open.last_mut() {
             Some(element) => {
                 if element.text.len() + text.len() > max {
@@ -371,7 +392,14 @@ impl<'i, 'l> Parser<'i, 'l> {
                 self.version,
                 format!("a text value is longer than {max} bytes"),
             )),
-            None => Ok(()),
+            // Header blocks may carry anything; elsewhere outside the operation only
+            // whitespace may stand between elements.
+            None if self.place == Place::InHeader || text.trim().is_empty() => Ok(()),
+            None => Err(self.client(match self.place {
+                Place::Prolog => "the request is not a SOAP Envelope: it starts with text",
+                Place::AfterEnvelope => "content after the Envelope",
+                _ => "text outside the operation element",
+            })),
         }
     }
 
@@ -429,6 +457,11 @@ impl<'i, 'l> Parser<'i, 'l> {
 struct Attributes {
     nil: bool,
     must_understand: bool,
+}
+
+/// XML 1.0's `Char` production.
+fn is_xml_char(character: char) -> bool {
+    matches!(character, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 fn namespace_of(result: &ResolveResult<'_>) -> Option<String> {

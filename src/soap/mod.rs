@@ -11,11 +11,11 @@ use chrono_tz::Tz;
 use crate::clock::format_local_datetime;
 use crate::operations::{
     AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CancelRefundOp,
-    ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, OPERATION_NAMES, Operation,
-    RetrieveRefundsListOp, UpdateRefundOp,
+    ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, Operation,
+    RetrieveRefundsListOp, UpdateRefundOp, call,
 };
 use crate::refunds::types::Refund;
-use crate::refunds::{LegacyCredentials, RefundError, RefundService};
+use crate::refunds::{Credentials, LegacyCredentials, RefundError, RefundService};
 use envelope::{Element, Envelope, SoapVersion, XmlLimits};
 use fault::{Fault, FaultCode};
 use writer::XmlOut;
@@ -49,6 +49,7 @@ pub async fn handle(
     service: &RefundService,
     body: &[u8],
     content_type: Option<&str>,
+    api_key: Option<&str>,
     limits: &XmlLimits,
 ) -> SoapReply {
     let envelope = match envelope::parse(body, limits, content_type) {
@@ -64,29 +65,22 @@ pub async fn handle(
             reason,
         ));
     }
-    match envelope.operation.name.as_str() {
-        AddAutomaticRefundOp::NAME => dispatch::<AddAutomaticRefundOp>(service, &envelope).await,
-        AddAutomaticRefundForOrderOp::NAME => {
-            dispatch::<AddAutomaticRefundForOrderOp>(service, &envelope).await
-        }
-        AddManualRefundOp::NAME => dispatch::<AddManualRefundOp>(service, &envelope).await,
-        GetPossibleAutoRefundsOp::NAME => {
-            dispatch::<GetPossibleAutoRefundsOp>(service, &envelope).await
-        }
-        GetRefundStatusOp::NAME => dispatch::<GetRefundStatusOp>(service, &envelope).await,
-        UpdateRefundOp::NAME => dispatch::<UpdateRefundOp>(service, &envelope).await,
-        ConfirmRefundOp::NAME => dispatch::<ConfirmRefundOp>(service, &envelope).await,
-        CancelRefundOp::NAME => dispatch::<CancelRefundOp>(service, &envelope).await,
-        RetrieveRefundsListOp::NAME => dispatch::<RetrieveRefundsListOp>(service, &envelope).await,
+    let credentials = match api_key {
+        Some(key) => Some(Credentials::ApiKey(key.to_owned())),
+        None => legacy_credentials(&envelope.operation).map(Credentials::Legacy),
+    };
+    crate::dispatch_operation!(
+        envelope.operation.name.as_str(),
+        dispatch(service, &envelope, credentials),
         unknown => {
-            let name: String = unknown.chars().take(64).collect();
+            let name: String = envelope.operation.name.chars().take(64).collect();
             let reason = format!(
                 "unknown operation '{name}'; this service offers: {}",
-                OPERATION_NAMES.join(", ")
+                crate::operations::OPERATION_NAMES.join(", ")
             );
             SoapReply::fault(&Fault::client(envelope.version, reason))
         }
-    }
+    )
 }
 
 /// An operation's response as SOAP writes it: the children of `{operation}Response` after
@@ -95,8 +89,16 @@ pub trait SoapOperation: Operation {
     fn write_result(response: &Self::Response, out: &mut XmlOut, timezone: Tz);
 }
 
-async fn dispatch<Op: SoapOperation>(service: &RefundService, envelope: &Envelope) -> SoapReply {
-    let outcome = run::<Op>(service, &envelope.operation).await;
+async fn dispatch<Op: SoapOperation>(
+    service: &RefundService,
+    envelope: &Envelope,
+    credentials: Option<Credentials>,
+) -> SoapReply {
+    // Document/literal wrapped puts the fields in `params`; rpc-style clients that leave the
+    // wrapper out put them directly under the operation element.
+    let operation = &envelope.operation;
+    let params = operation.child("params").unwrap_or(operation);
+    let outcome = call::<Op, _>(service, credentials, Ok(params)).await;
     let response_name = format!("{}Response", Op::NAME);
     let mut out = XmlOut::envelope(envelope.version);
     out.open_in(&response_name, TARGET_NAMESPACE);
@@ -131,22 +133,8 @@ async fn dispatch<Op: SoapOperation>(service: &RefundService, envelope: &Envelop
     }
 }
 
-async fn run<Op: Operation>(
-    service: &RefundService,
-    operation: &Element,
-) -> Result<Op::Response, RefundError> {
-    let caller = service
-        .authenticate(credentials(operation), Op::SCOPE)
-        .await?;
-    // Document/literal wrapped puts the fields in `params`; rpc-style clients that leave the
-    // wrapper out put them directly under the operation element.
-    let params = operation.child("params").unwrap_or(operation);
-    let request = Op::bind(params)?;
-    Op::run(service, &caller, request).await
-}
-
 /// `authenticate{userLogin, authenticateKey}`, or the older `system_login`/`system_key`.
-fn credentials(operation: &Element) -> Option<LegacyCredentials> {
+fn legacy_credentials(operation: &Element) -> Option<LegacyCredentials> {
     let authenticate = operation
         .child("authenticate")
         .filter(|element| !element.nil)?;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::Context as _;
 
 use crate::refunds::types::{
-    ApiUser, MovementId, NewRefund, Order, Payment, Refund, RefundStatus, Source, SourceFilter,
+    ApiKey, ApiUser, MovementId, NewRefund, Order, Payment, Refund, RefundStatus, Scopes, Source, SourceFilter,
     SourceRef, Timestamp,
 };
 use crate::shop::ShopData;
@@ -44,6 +44,8 @@ pub trait Ledger {
         limit: u32,
     ) -> anyhow::Result<(u64, Vec<Refund>)>;
     fn api_user(&mut self, login: &str) -> anyhow::Result<Option<ApiUser>>;
+    /// The API key whose SHA-256 (lowercase hex) is `key_sha256`, revoked or not.
+    fn api_key(&mut self, key_sha256: &str) -> anyhow::Result<Option<ApiKey>>;
 
     /// Records a `New` refund, reserving its amount; returns its id from the movements sequence.
     fn reserve_refund(&mut self, refund: &NewRefund) -> anyhow::Result<MovementId>;
@@ -204,6 +206,20 @@ impl Maintenance {
     /// Adds or replaces a legacy API user.
     pub fn put_api_user(&mut self, user: &ApiUser, now: Timestamp) -> anyhow::Result<()> {
         sqlite::put_api_user(&mut self.connection, user, now)
+    }
+
+    /// Creates an API key named `name` from the key's SHA-256; fails if the name is taken.
+    pub fn create_api_key(&mut self, name: &str, key_sha256: &str, scopes: Scopes, now: Timestamp) -> anyhow::Result<()> {
+        sqlite::create_api_key(&mut self.connection, name, key_sha256, scopes, now)
+    }
+
+    pub fn api_keys(&mut self) -> anyhow::Result<Vec<ApiKey>> {
+        sqlite::api_keys(&mut self.connection)
+    }
+
+    /// Revokes the key named `name`; `false` if there is no such live key.
+    pub fn revoke_api_key(&mut self, name: &str, now: Timestamp) -> anyhow::Result<bool> {
+        sqlite::revoke_api_key(&mut self.connection, name, now)
     }
 
     /// Whether the shop has no orders yet (the demo data is loaded only into an empty shop).

@@ -9,13 +9,16 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use super::Ledger;
 use crate::money::{Currency, Money};
 use crate::refunds::types::{
-    ApiUser, ManualDetails, MovementId, NewRefund, Order, Payment, Refund, RefundMethod,
+    ApiKey, ApiUser, ManualDetails, MovementId, NewRefund, Order, Payment, Refund, RefundMethod,
     RefundStatus, Scopes, Source, SourceFilter, SourceRef, SourceType, Timestamp,
 };
 use crate::shop::ShopData;
 
 /// Embedded migrations; `PRAGMA user_version` counts how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_ledger.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_ledger.sql"),
+    include_str!("migrations/0002_api_keys.sql"),
+];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
     let connection =
@@ -334,6 +337,13 @@ impl Ledger for SqliteLedger<'_> {
         .transpose()
     }
 
+    fn api_key(&mut self, key_sha256: &str) -> anyhow::Result<Option<ApiKey>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT name, scopes, created_at, revoked_at FROM api_keys WHERE key_sha256 = ?1",
+        )?;
+        statement.query_row([key_sha256], api_key_from_row).optional()?.transpose()
+    }
+
     fn reserve_refund(&mut self, refund: &NewRefund) -> anyhow::Result<MovementId> {
         self.connection
             .prepare_cached("INSERT INTO movements (kind) VALUES ('refund')")?
@@ -567,4 +577,53 @@ pub fn put_api_user(
 pub fn is_empty(connection: &mut Connection) -> anyhow::Result<bool> {
     let orders: i64 = connection.query_row("SELECT count(*) FROM orders", [], |r| r.get(0))?;
     Ok(orders == 0)
+}
+
+type ApiKeyRow = anyhow::Result<ApiKey>;
+
+fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRow> {
+    let name: String = row.get(0)?;
+    let scopes: String = row.get(1)?;
+    let created_at = row.get(2)?;
+    let revoked_at = row.get(3)?;
+    Ok(Scopes::parse(&scopes)
+        .with_context(|| format!("stored scopes '{scopes}' of API key {name}"))
+        .map(|scopes| ApiKey { name, scopes, created_at, revoked_at }))
+}
+
+pub fn create_api_key(
+    connection: &mut Connection,
+    name: &str,
+    key_sha256: &str,
+    scopes: Scopes,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let taken: bool = connection
+        .prepare("SELECT 1 FROM api_keys WHERE name = ?1")?
+        .exists([name])?;
+    if taken {
+        bail!("an API key named '{name}' already exists (revoked keys keep their names)");
+    }
+    connection
+        .execute(
+            "INSERT INTO api_keys (name, key_sha256, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, key_sha256, scopes.to_list(), now],
+        )
+        .context("saving the API key")?;
+    Ok(())
+}
+
+pub fn api_keys(connection: &mut Connection) -> anyhow::Result<Vec<ApiKey>> {
+    let mut statement = connection
+        .prepare("SELECT name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, name")?;
+    let rows = statement.query_map([], api_key_from_row)?;
+    rows.map(|row| row?).collect()
+}
+
+pub fn revoke_api_key(connection: &mut Connection, name: &str, now: Timestamp) -> anyhow::Result<bool> {
+    let changed = connection.execute(
+        "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+        params![name, now],
+    )?;
+    Ok(changed == 1)
 }

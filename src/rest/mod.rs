@@ -1,0 +1,367 @@
+//! The JSON faces: the REST Admin API (`/api/admin/v{N}/refunds/{operation}`) and the legacy JSON
+//! gate (`/api/?gate=refunds/{operation}/{version}/json`). Both bind parameters through
+//! [`Params`] and call the same operations as SOAP; only the envelope and the statuses differ.
+
+use std::borrow::Cow;
+
+use chrono_tz::Tz;
+use serde_json::{Map, Number, Value, json};
+
+use crate::clock::format_local_datetime;
+use crate::money::Money;
+use crate::operations::{
+    AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CancelRefundOp,
+    ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, OPERATION_NAMES, Operation,
+    Params, RetrieveRefundsListOp, Scalar, UpdateRefundOp, call,
+};
+use crate::refunds::{Credentials, LegacyCredentials, RefundError, RefundService};
+
+/// The OpenAPI 3 document of the REST face, served at `/api/doc/admin/v6/json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The REST versions that behave alike.
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=6;
+
+/// A JSON answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonReply {
+    pub status: u16,
+    pub body: String,
+    /// For 405: the method the operation takes.
+    pub allow: Option<&'static str>,
+    pub operation: Option<&'static str>,
+}
+
+impl JsonReply {
+    fn new(status: u16, body: &Value) -> JsonReply {
+        JsonReply { status, body: body.to_string(), allow: None, operation: None }
+    }
+
+    /// An error answer: `{"errors": {"faultCode", "faultString"}}`.
+    pub fn error(status: u16, fault_code: i32, message: &str) -> JsonReply {
+        JsonReply::new(status, &errors(fault_code, message))
+    }
+}
+
+fn errors(fault_code: i32, message: &str) -> Value {
+    json!({ "errors": { "faultCode": fault_code, "faultString": message } })
+}
+
+/// An operation as the JSON faces answer it.
+pub trait JsonOperation: Operation {
+    /// The REST verb.
+    const METHOD: &'static str;
+    /// `result` or `results` (and paging), as a JSON object's fields.
+    fn result_json(response: &Self::Response, timezone: Tz) -> Map<String, Value>;
+}
+
+/// Each operation's REST verb and path segment; the OpenAPI document must list exactly these.
+pub const ROUTES: [(&str, &str); 9] = [
+    (AddAutomaticRefundOp::NAME, <AddAutomaticRefundOp as JsonOperation>::METHOD),
+    (AddAutomaticRefundForOrderOp::NAME, <AddAutomaticRefundForOrderOp as JsonOperation>::METHOD),
+    (AddManualRefundOp::NAME, <AddManualRefundOp as JsonOperation>::METHOD),
+    (GetPossibleAutoRefundsOp::NAME, <GetPossibleAutoRefundsOp as JsonOperation>::METHOD),
+    (GetRefundStatusOp::NAME, <GetRefundStatusOp as JsonOperation>::METHOD),
+    (UpdateRefundOp::NAME, <UpdateRefundOp as JsonOperation>::METHOD),
+    (ConfirmRefundOp::NAME, <ConfirmRefundOp as JsonOperation>::METHOD),
+    (CancelRefundOp::NAME, <CancelRefundOp as JsonOperation>::METHOD),
+    (RetrieveRefundsListOp::NAME, <RetrieveRefundsListOp as JsonOperation>::METHOD),
+];
+
+/// A REST call as the server hands it over.
+pub struct RestCall<'a> {
+    pub method: &'a str,
+    pub operation: &'a str,
+    pub query: &'a str,
+    pub api_key: Option<String>,
+    pub body: &'a [u8],
+}
+
+/// Runs one REST call: 200 with the result, 207 with `errors` for a business error, 401/403 for
+/// credentials and scopes, 422 for unreadable or invalid parameters, 404/405 for the route.
+pub async fn handle_rest(service: &RefundService, call: RestCall<'_>) -> JsonReply {
+    crate::dispatch_operation!(
+        call.operation,
+        rest(service, &call),
+        unknown => not_found(call.operation)
+    )
+}
+
+fn not_found(operation: &str) -> JsonReply {
+    let name: String = operation.chars().take(64).collect();
+    let message = format!("unknown operation '{name}'; this API offers: {}", OPERATION_NAMES.join(", "));
+    JsonReply::error(404, 2, &message)
+}
+
+async fn rest<Op: JsonOperation>(service: &RefundService, request: &RestCall<'_>) -> JsonReply {
+    if !request.method.eq_ignore_ascii_case(Op::METHOD) {
+        let message = format!("{} takes {}", Op::NAME, Op::METHOD);
+        return JsonReply { allow: Some(Op::METHOD), ..JsonReply::error(405, 2, &message) };
+    }
+    let credentials = request.api_key.clone().map(Credentials::ApiKey);
+    let outcome = if Op::METHOD == "GET" {
+        let query = QueryParams::parse(request.query);
+        call::<Op, _>(service, credentials, Ok(&query)).await
+    } else {
+        match body_params(request.body) {
+            Ok(params) => call::<Op, _>(service, credentials, Ok(&params)).await,
+            Err(error) => call::<Op, Map<String, Value>>(service, credentials, Err(error)).await,
+        }
+    };
+    let mut reply = match outcome {
+        Ok(response) => JsonReply::new(200, &Value::Object(Op::result_json(&response, service.timezone()))),
+        Err(error) => {
+            log_error(Op::NAME, &error);
+            let status = match &error {
+                RefundError::Unauthenticated => 401,
+                RefundError::Forbidden(_) => 403,
+                RefundError::InvalidParameters(_) => 422,
+                RefundError::Internal(_) => 500,
+                _ => 207,
+            };
+            JsonReply::error(status, error.fault_code(Op::KIND), &error.public_message())
+        }
+    };
+    reply.operation = Some(Op::NAME);
+    reply
+}
+
+/// A legacy JSON gate call.
+pub struct GateCall<'a> {
+    pub operation: &'a str,
+    pub api_key: Option<String>,
+    pub body: &'a [u8],
+}
+
+/// Runs one JSON gate call: `{"authenticate": {…}, "params": {…}}` in, `errors` plus
+/// `result`/`results` out, HTTP 200 for every business outcome (as the SOAP gate), 422 for a
+/// body that is not a JSON object, 404 for an unknown operation.
+pub async fn handle_gate(service: &RefundService, call: GateCall<'_>) -> JsonReply {
+    crate::dispatch_operation!(
+        call.operation,
+        gate(service, &call),
+        unknown => not_found(call.operation)
+    )
+}
+
+async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>) -> JsonReply {
+    let document = match json_object(request.body) {
+        Ok(document) => document,
+        Err(error) => return JsonReply::error(422, error.fault_code(Op::KIND), &error.public_message()),
+    };
+    let credentials = match &request.api_key {
+        Some(key) => Some(Credentials::ApiKey(key.clone())),
+        None => document.get("authenticate").and_then(Value::as_object).and_then(legacy_credentials),
+    };
+    let params = match document.get("params") {
+        Some(Value::Object(params)) => Ok(params),
+        _ => Err(RefundError::InvalidParameters("params must be a JSON object".to_owned())),
+    };
+    let outcome = call::<Op, _>(service, credentials, params).await;
+    let mut body = Map::new();
+    match outcome {
+        Ok(response) => {
+            body.insert("errors".to_owned(), json!({ "faultCode": 0, "faultString": "" }));
+            body.extend(Op::result_json(&response, service.timezone()));
+        }
+        Err(error) => {
+            log_error(Op::NAME, &error);
+            let code = error.fault_code(Op::KIND);
+            body.insert("errors".to_owned(), json!({ "faultCode": code, "faultString": error.public_message() }));
+        }
+    }
+    JsonReply { operation: Some(Op::NAME), ..JsonReply::new(200, &Value::Object(body)) }
+}
+
+fn log_error(operation: &str, error: &RefundError) {
+    match error {
+        RefundError::Internal(cause) => {
+            tracing::error!(operation, error = format!("{cause:#}"), "operation failed");
+        }
+        other => tracing::debug!(operation, error = %other, "business error"),
+    }
+}
+
+fn legacy_credentials(authenticate: &Map<String, Value>) -> Option<Credentials> {
+    let field = |names: [&str; 2]| {
+        names
+            .iter()
+            .filter_map(|name| authenticate.get(*name).and_then(Value::as_str))
+            .map(|text| text.trim().to_owned())
+            .find(|text| !text.is_empty())
+    };
+    Some(Credentials::Legacy(LegacyCredentials {
+        login: field(["userLogin", "system_login"])?,
+        key: field(["authenticateKey", "system_key"])?,
+    }))
+}
+
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, RefundError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(RefundError::InvalidParameters("the body must be a JSON object".to_owned())),
+        Err(error) => Err(RefundError::InvalidParameters(format!("the body is not valid JSON: {error}"))),
+    }
+}
+
+/// `{"params": {…}}` of a POST or PUT body.
+fn body_params(body: &[u8]) -> Result<Map<String, Value>, RefundError> {
+    match json_object(body)?.remove("params") {
+        Some(Value::Object(params)) => Ok(params),
+        _ => Err(RefundError::InvalidParameters("the body must be {\"params\": {…}}".to_owned())),
+    }
+}
+
+impl Params for Map<String, Value> {
+    fn scalar(&self, name: &str) -> Result<Option<Scalar<'_>>, &'static str> {
+        match self.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(Scalar::Text(Cow::Borrowed(text)))),
+            // With serde_json's arbitrary precision, a number's text is exactly what was sent.
+            Some(Value::Number(number)) => Ok(Some(Scalar::Number(number.to_string()))),
+            Some(Value::Bool(flag)) => Ok(Some(Scalar::Bool(*flag))),
+            Some(Value::Array(_)) => Err("an array"),
+            Some(Value::Object(_)) => Err("an object"),
+        }
+    }
+
+    fn nested(&self, name: &str) -> Option<&Map<String, Value>> {
+        self.get(name).and_then(Value::as_object)
+    }
+}
+
+/// GET parameters: `name=value` pairs, percent-decoded; the first of a repeated name counts.
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    pub fn parse(query: &str) -> QueryParams {
+        QueryParams { pairs: form_urlencoded::parse(query.as_bytes()).into_owned().collect() }
+    }
+}
+
+impl Params for QueryParams {
+    fn scalar(&self, name: &str) -> Result<Option<Scalar<'_>>, &'static str> {
+        let value = self.pairs.iter().find(|(key, _)| key == name);
+        Ok(value.map(|(_, value)| Scalar::Text(Cow::Borrowed(value.as_str()))))
+    }
+
+    fn nested(&self, _name: &str) -> Option<&QueryParams> {
+        None
+    }
+}
+
+/// An amount as a JSON number written exactly (`10.50`, never a binary float).
+fn money(amount: &Money) -> Value {
+    let text = amount.to_decimal().to_string();
+    serde_json::from_str::<Number>(&text).map(Value::Number).unwrap_or(Value::String(text))
+}
+
+fn result(fields: Value) -> Map<String, Value> {
+    let mut object = Map::new();
+    object.insert("result".to_owned(), fields);
+    object
+}
+
+impl JsonOperation for AddAutomaticRefundOp {
+    const METHOD: &'static str = "POST";
+    fn result_json(id: &i64, _: Tz) -> Map<String, Value> {
+        result(json!({ "refundId": id }))
+    }
+}
+
+impl JsonOperation for AddAutomaticRefundForOrderOp {
+    const METHOD: &'static str = "POST";
+    fn result_json(id: &i64, _: Tz) -> Map<String, Value> {
+        result(json!({ "refundId": id }))
+    }
+}
+
+impl JsonOperation for AddManualRefundOp {
+    const METHOD: &'static str = "POST";
+    fn result_json(id: &i64, _: Tz) -> Map<String, Value> {
+        result(json!({ "refundId": id }))
+    }
+}
+
+impl JsonOperation for GetPossibleAutoRefundsOp {
+    const METHOD: &'static str = "GET";
+    fn result_json(response: &Self::Response, _: Tz) -> Map<String, Value> {
+        let results: Vec<Value> = response
+            .iter()
+            .map(|possible| {
+                json!({
+                    "paymentId": possible.payment_id,
+                    "value": money(&possible.value),
+                    "refundType": if possible.full { "full" } else { "partial" },
+                    "refundCurrency": possible.value.currency.code(),
+                })
+            })
+            .collect();
+        let mut object = Map::new();
+        object.insert("results".to_owned(), Value::Array(results));
+        object
+    }
+}
+
+impl JsonOperation for GetRefundStatusOp {
+    const METHOD: &'static str = "GET";
+    fn result_json(status: &Self::Response, timezone: Tz) -> Map<String, Value> {
+        result(json!({
+            "refundDateAdd": format_local_datetime(status.date_add, timezone),
+            "refundValue": money(&status.value),
+            "refundStatus": status.status.as_str(),
+            "refundDateConfirm": status.date_confirm.map(|at| format_local_datetime(at, timezone)).unwrap_or_default(),
+            "refundExternalId": status.external_id.clone().unwrap_or_default(),
+            "refundCurrency": status.value.currency.code(),
+        }))
+    }
+}
+
+impl JsonOperation for UpdateRefundOp {
+    const METHOD: &'static str = "PUT";
+    fn result_json(done: &bool, _: Tz) -> Map<String, Value> {
+        result(json!({ "updateResult": done }))
+    }
+}
+
+impl JsonOperation for ConfirmRefundOp {
+    const METHOD: &'static str = "PUT";
+    fn result_json(done: &bool, _: Tz) -> Map<String, Value> {
+        result(json!({ "confirmResult": done }))
+    }
+}
+
+impl JsonOperation for CancelRefundOp {
+    const METHOD: &'static str = "PUT";
+    fn result_json(done: &bool, _: Tz) -> Map<String, Value> {
+        result(json!({ "resultStatus": done }))
+    }
+}
+
+impl JsonOperation for RetrieveRefundsListOp {
+    const METHOD: &'static str = "GET";
+    fn result_json(page: &Self::Response, _: Tz) -> Map<String, Value> {
+        let results: Vec<Value> = page
+            .refunds
+            .iter()
+            .map(|refund| {
+                json!({
+                    "sourceType": refund.source.source_type.as_str(),
+                    "sourceId": refund.source.id,
+                    "paymentId": refund.id,
+                    "refundValue": money(&refund.amount),
+                    "refundCurrency": refund.amount.currency.code(),
+                })
+            })
+            .collect();
+        let mut object = Map::new();
+        object.insert("results".to_owned(), Value::Array(results));
+        object.insert("resultsNumberAll".to_owned(), json!(page.total));
+        object.insert("resultsNumberPage".to_owned(), json!(page.total.div_ceil(u64::from(page.limit))));
+        object.insert("resultsPage".to_owned(), json!(page.page));
+        object.insert("resultsLimit".to_owned(), json!(page.limit));
+        object
+    }
+}
