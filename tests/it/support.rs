@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use refunds_gateway::clock::{Clock, parse_local_datetime};
-use refunds_gateway::refunds::password_sha1_hex;
+use refunds_gateway::refunds::{api_key_digest, password_sha1_hex};
 use refunds_gateway::refunds::types::{ApiUser, Scopes};
 use refunds_gateway::shop::ShopData;
 use refunds_gateway::store::Maintenance;
@@ -22,6 +22,10 @@ pub fn fixed_now() -> i64 {
 /// The legacy user of the fixtures: `tester` with password `secret` (all scopes).
 pub const TEST_LOGIN: &str = "tester";
 pub const TEST_PASSWORD: &str = "secret";
+
+/// API keys of the fixture database: one with every scope, one that may only read.
+pub const TEST_API_KEY: &str = "rgk_test_key_with_every_scope";
+pub const TEST_READ_KEY: &str = "rgk_test_key_that_only_reads";
 
 /// A database in a temporary folder, loaded with `fixtures/test-shop.json` and the test user.
 pub struct TestDatabase {
@@ -42,6 +46,10 @@ impl TestDatabase {
         let mut maintenance = Maintenance::open(&path).expect("open database");
         maintenance.import_shop(&shop).expect("import shop");
         add_user(&mut maintenance, TEST_LOGIN, TEST_PASSWORD, Scopes::ALL);
+        let read_only = Scopes { read: true, write: false, confirm: false };
+        for (name, key, scopes) in [("all", TEST_API_KEY, Scopes::ALL), ("reader", TEST_READ_KEY, read_only)] {
+            maintenance.create_api_key(name, &api_key_digest(key), scopes, fixed_now()).expect("add key");
+        }
         TestDatabase { _dir: dir, path }
     }
 
