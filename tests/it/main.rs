@@ -4,7 +4,9 @@
 mod canonical;
 mod cli;
 mod concurrency;
+mod contract;
 mod hostile;
 mod lifecycle;
+mod schema;
 mod soap_fixtures;
 mod support;
