@@ -7,6 +7,7 @@ mod concurrency;
 mod contract;
 mod hostile;
 mod lifecycle;
+mod rest;
 mod schema;
 mod soap_fixtures;
 mod support;

@@ -1,0 +1,239 @@
+//! The REST face and the legacy JSON gate over HTTP: the lifecycle with a key made by
+//! `key create`, the same lifecycle through the JSON gate with legacy credentials, keys and
+//! scopes, and bad requests that must change nothing.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    Answer, TEST_API_KEY, TEST_LOGIN, TEST_READ_KEY, TestDatabase, TestServer, client, post, test_key,
+};
+
+struct Rest {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Rest {
+    async fn send(&self, method: &str, operation: &str, params: Value) -> (u16, Value) {
+        let url = format!("{}/api/admin/v6/refunds/{operation}", self.base);
+        let request = match method {
+            "GET" => {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                for (name, value) in params.as_object().expect("params object") {
+                    query.append_pair(name, &value.as_str().map_or_else(|| value.to_string(), str::to_owned));
+                }
+                self.http.get(format!("{url}?{}", query.finish()))
+            }
+            "POST" => self.http.post(url).body(json!({ "params": params }).to_string()),
+            "PUT" => self.http.put(url).body(json!({ "params": params }).to_string()),
+            other => panic!("verb {other}"),
+        };
+        let response = request
+            .header("x-api-key", &self.key)
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        assert_eq!(
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        let body: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON body");
+        (status, body)
+    }
+
+    async fn ok(&self, method: &str, operation: &str, params: Value) -> Value {
+        let (status, body) = self.send(method, operation, params).await;
+        assert_eq!(status, 200, "{operation}: {body}");
+        assert!(body.get("errors").is_none(), "{body}");
+        body
+    }
+}
+
+fn create_key(database: &std::path::Path, name: &str, scope: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+        .args(["key", "create", "--db"])
+        .arg(database)
+        .args(["--name", name, "--scope", scope])
+        .output()
+        .expect("run key create");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+}
+
+#[tokio::test]
+async fn rest_lifecycle_with_a_key_from_key_create() {
+    let database = TestDatabase::with_test_shop();
+    let key = create_key(&database.path, "back-office", "read,write,confirm");
+    assert!(key.starts_with("rgk_") && key.len() >= 40, "{key}");
+    let stored = rusqlite::Connection::open(&database.path)
+        .expect("open")
+        .query_row("SELECT count(*) FROM api_keys WHERE key_sha256 = ?1 OR name = ?1", [&key], |row| row.get::<_, i64>(0))
+        .expect("query");
+    assert_eq!(stored, 0, "the key itself is never stored");
+    let server = TestServer::start(&database.path).await;
+    let rest = Rest { http: client(), base: server.base.clone(), key };
+
+    let possible = rest.ok("GET", "getPossibleAutoRefunds", json!({"sourceType": "order", "sourceId": 2001})).await;
+    assert_eq!(possible["results"][0]["paymentId"], json!(11));
+    assert_eq!(possible["results"][0]["value"].to_string(), "200.00", "money is written exactly");
+    let added = rest
+        .ok("POST", "addAutomaticRefundForOrder", json!({"sourceId": 2001, "paymentId": "11", "refundValue": 40, "refundCurrency": "PLN"}))
+        .await;
+    let id = added["result"]["refundId"].as_i64().expect("refundId");
+    let at = json!({"sourceType": "order", "sourceId": 2001, "paymentId": id});
+    let mut update = at.clone();
+    update["refundValue"] = json!("45.50");
+    update["refundCurrency"] = json!("PLN");
+    assert_eq!(rest.ok("PUT", "updateRefund", update).await["result"]["updateResult"], json!(true));
+    assert_eq!(rest.ok("PUT", "confirmRefund", at.clone()).await["result"]["confirmResult"], json!(true));
+    let status = rest.ok("GET", "getRefundStatus", at.clone()).await;
+    assert_eq!(status["result"]["refundStatus"], json!("Processing"));
+    assert_eq!(status["result"]["refundValue"].to_string(), "45.50");
+    assert_eq!(status["result"]["refundDateConfirm"], json!("2026-11-20 12:00:00"));
+    let (code, body) = rest.send("PUT", "cancelRefund", at).await;
+    assert_eq!((code, &body["errors"]["faultCode"]), (207, &json!(4019)), "{body}");
+
+    let manual = rest
+        .ok(
+            "POST",
+            "addManualRefund",
+            json!({"sourceType": "rma", "sourceId": 801, "refundValue": "30.00", "refundCurrency": "PLN",
+                   "refundDetails": {"paymentFormId": 2, "account": "PL61109010140000071219812874"}}),
+        )
+        .await;
+    let manual_at = json!({"sourceType": "rma", "sourceId": 801, "paymentId": manual["result"]["refundId"]});
+    let listed = rest.ok("GET", "retrieveRefundsList", json!({"sourceType": "all", "resultsLimit": 1})).await;
+    assert_eq!(listed["resultsNumberAll"], json!(1));
+    assert_eq!(listed["results"][0]["refundValue"].to_string(), "30.00");
+    assert_eq!(rest.ok("PUT", "cancelRefund", manual_at).await["result"]["resultStatus"], json!(true));
+    let listed = rest.ok("GET", "retrieveRefundsList", json!({"sourceType": "all"})).await;
+    assert_eq!(listed["resultsNumberAll"], json!(0));
+    server.stop().await;
+}
+
+async fn gate(http: &reqwest::Client, base: &str, operation: &str, document: Value) -> Value {
+    let url = format!("{base}/api/?gate=refunds/{operation}/180/json");
+    let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    let answer: Answer = post(http, &url, &headers, document.to_string().into_bytes()).await;
+    assert_eq!((answer.status, answer.content_type.as_str()), (200, "application/json"), "{answer:?}");
+    serde_json::from_str(&answer.body).expect("JSON body")
+}
+
+#[tokio::test]
+async fn json_gate_lifecycle_with_legacy_credentials() {
+    let database = TestDatabase::with_test_shop();
+    let server = TestServer::start(&database.path).await;
+    let http = client();
+    let authenticate = json!({"userLogin": TEST_LOGIN, "authenticateKey": test_key()});
+    let call = |operation: &'static str, params: Value| {
+        gate(&http, &server.base, operation, json!({"authenticate": authenticate.clone(), "params": params}))
+    };
+    let added = call("addManualRefund", json!({"sourceType": "return", "sourceId": 601, "refundValue": 12.5, "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}})).await;
+    assert_eq!(added["errors"], json!({"faultCode": 0, "faultString": ""}));
+    let id = added["result"]["refundId"].clone();
+    let at = json!({"sourceType": "return", "sourceId": 601, "paymentId": id});
+    let mut update = at.clone();
+    update["refundValue"] = json!(15);
+    update["refundCurrency"] = json!("PLN");
+    assert_eq!(call("updateRefund", update).await["result"]["updateResult"], json!(true));
+    assert_eq!(call("confirmRefund", at.clone()).await["result"]["confirmResult"], json!(true));
+    let status = call("getRefundStatus", at.clone()).await;
+    assert_eq!(status["result"]["refundStatus"], json!("Completed"));
+    assert_eq!(status["result"]["refundValue"].to_string(), "15.00");
+    let again = call("cancelRefund", at).await;
+    assert_eq!(again["errors"]["faultCode"], json!(4020));
+    assert!(again.get("result").is_none());
+    let unauthenticated = gate(&http, &server.base, "getRefundStatus", json!({"params": {}})).await;
+    assert_eq!(unauthenticated["errors"]["faultCode"], json!(1));
+    let aliases = gate(
+        &http,
+        &server.base,
+        "getPossibleAutoRefunds",
+        json!({"authenticate": {"system_login": TEST_LOGIN, "system_key": test_key()}, "params": {"sourceType": "return", "sourceId": 601}}),
+    )
+    .await;
+    assert_eq!(aliases["errors"]["faultCode"], json!(0), "{aliases}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn scopes_revocation_and_header_keys_on_every_face() {
+    let database = TestDatabase::with_test_shop();
+    let server = TestServer::start(&database.path).await;
+    let http = client();
+    let reader = Rest { http: http.clone(), base: server.base.clone(), key: TEST_READ_KEY.to_owned() };
+    let (status, body) = reader.send("POST", "addAutomaticRefund", json!({"sourceType": "return", "sourceId": 601})).await;
+    assert_eq!((status, body["errors"]["faultCode"].clone()), (403, json!(1)), "{body}");
+    reader.ok("GET", "getPossibleAutoRefunds", json!({"sourceType": "return", "sourceId": 601})).await;
+
+    // The SOAP and JSON gates take the same key in X-API-KEY.
+    let envelope = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><addAutomaticRefund xmlns="urn:refunds-gateway:refunds"><params><sourceType>return</sourceType><sourceId>601</sourceId></params></addAutomaticRefund></soap:Body></soap:Envelope>"#;
+    for (key, fault) in [(TEST_READ_KEY, "<faultCode>1</faultCode>"), (TEST_API_KEY, "<faultCode>0</faultCode>")] {
+        let headers = vec![("content-type".to_owned(), "text/xml".to_owned()), ("x-api-key".to_owned(), key.to_owned())];
+        let answer = post(&http, &format!("{}/soap/refunds", server.base), &headers, envelope.as_bytes().to_vec()).await;
+        assert!(answer.body.contains(fault), "{key}: {}", answer.body);
+    }
+    let headers = vec![("authorization".to_owned(), format!("Bearer {TEST_API_KEY}"))];
+    let url = format!("{}/api/?gate=refunds/getPossibleAutoRefunds/1/json", server.base);
+    let answer = post(&http, &url, &headers, br#"{"params":{"sourceType":"rma","sourceId":801}}"#.to_vec()).await;
+    assert!(answer.body.contains(r#""faultCode":0"#), "{}", answer.body);
+    server.stop().await;
+
+    // Revoked keys stop working at once.
+    let revoke = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+        .args(["key", "revoke", "--db"])
+        .arg(&database.path)
+        .arg("reader")
+        .output()
+        .expect("run key revoke");
+    assert!(revoke.status.success());
+    let listed = Command::new(env!("CARGO_BIN_EXE_refunds-gateway")).args(["key", "list", "--db"]).arg(&database.path).output().expect("list");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.lines().any(|line| line.starts_with("reader") && line.trim_end().ends_with(|c: char| c.is_ascii_digit())), "{listed}");
+    let server = TestServer::start(&database.path).await;
+    let reader = Rest { http, base: server.base.clone(), key: TEST_READ_KEY.to_owned() };
+    let (status, _) = reader.send("GET", "getPossibleAutoRefunds", json!({"sourceType": "return", "sourceId": 601})).await;
+    assert_eq!(status, 401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_and_change_nothing() {
+    let database = TestDatabase::with_test_shop();
+    let server = TestServer::start(&database.path).await;
+    let http = client();
+    let url = |operation: &str| format!("{}/api/admin/v6/refunds/{operation}", server.base);
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (http.post(url("addManualRefund")).body("{\"params\": {"), 422),
+        (http.post(url("addManualRefund")).body("[1, 2]"), 422),
+        (http.post(url("addManualRefund")).body(r#"{"params": {"sourceType": 5, "sourceId": 2001, "refundValue": "1.00", "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}}}"#), 422),
+        (http.post(url("addManualRefund")).body(r#"{"params": {"sourceType": "order", "sourceId": true, "refundValue": "1.00", "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}}}"#), 422),
+        (http.post(url("addManualRefund")).body(r#"{"params": {"sourceType": "order", "sourceId": 2001, "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}}}"#), 422),
+        (http.post(url("addManualRefund")).body(r#"{"params": {"sourceType": "order", "sourceId": 2001, "refundValue": ["1"], "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}}}"#), 422),
+        (http.post(url("addManualRefund")).body(vec![b'{'; 2 * 1024 * 1024]), 413),
+        (http.post(url("noSuchOperation")).body("{}"), 404),
+        (http.get(url("addManualRefund")), 405),
+        (http.post(format!("{}/api/admin/v7/refunds/addManualRefund", server.base)).body("{}"), 404),
+        (http.post(format!("{}/api/?gate=refunds/addManualRefund/1/json", server.base)).body("not json"), 422),
+    ];
+    for (index, (request, expected)) in cases.into_iter().enumerate() {
+        let response = request.header("x-api-key", TEST_API_KEY).send().await.expect("send");
+        let status = response.status().as_u16();
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body: Value = serde_json::from_str(&response.text().await.expect("body")).expect("a JSON error body");
+        assert_eq!(status, expected, "case {index}: {body}");
+        assert_eq!(content_type, "application/json", "case {index}");
+        assert!(body["errors"]["faultCode"].is_i64() && body["errors"]["faultString"].is_string(), "case {index}: {body}");
+    }
+    server.stop().await;
+    let refunds: i64 = rusqlite::Connection::open(&database.path)
+        .expect("open")
+        .query_row("SELECT count(*) FROM refunds", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(refunds, 0, "no bad request wrote anything");
+}
