@@ -128,3 +128,35 @@ async fn lifecycle_over_soap_1_1() {
 async fn lifecycle_over_soap_1_2() {
     lifecycle(Version::Soap12).await;
 }
+
+#[tokio::test]
+async fn faults_that_need_two_steps() {
+    let database = TestDatabase::with_test_shop();
+    {
+        let mut maintenance = refunds_gateway::store::Maintenance::open(&database.path).expect("open");
+        let read_only = refunds_gateway::refunds::types::Scopes { read: true, write: false, confirm: false };
+        crate::support::add_user(&mut maintenance, "auditor", "secret", read_only);
+    }
+    let server = TestServer::start(&database.path).await;
+    let soap = Soap { http: client(), url: format!("{}/soap/refunds", server.base), version: Version::Soap11 };
+    let return_603 = "<sourceType>return</sourceType><sourceId>603</sourceId>";
+    let first = soap.ok("addAutomaticRefund", return_603).await;
+    assert_eq!(element_text(&first, "refundId"), Some("20"));
+    let possible = soap.ok("getPossibleAutoRefunds", return_603).await;
+    assert!(!possible.contains("<results>"), "nothing is left to refund: {possible}");
+    let second = soap.call("addAutomaticRefund", return_603).await;
+    assert_eq!(element_text(&second.body, "faultCode"), Some("4001"), "{}", second.body);
+
+    // A user without the write scope is refused with faultCode 1, and nothing is added.
+    let key = refunds_gateway::refunds::legacy_key("20261120", &refunds_gateway::refunds::password_sha1_hex("secret"));
+    let body = format!(
+        r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><addAutomaticRefund xmlns="urn:refunds-gateway:refunds"><authenticate><userLogin>auditor</userLogin><authenticateKey>{key}</authenticateKey></authenticate><params><sourceType>return</sourceType><sourceId>601</sourceId></params></addAutomaticRefund></soap:Body></soap:Envelope>"#
+    );
+    let headers = vec![("content-type".to_owned(), "text/xml".to_owned())];
+    let refused = post(&soap.http, &soap.url, &headers, body.into_bytes()).await;
+    assert_eq!(element_text(&refused.body, "faultCode"), Some("1"), "{}", refused.body);
+    assert!(refused.body.contains("needs scope 'write'"), "{}", refused.body);
+    let list = soap.ok("retrieveRefundsList", "<sourceType>return</sourceType>").await;
+    assert_eq!(element_text(&list, "resultsNumberAll"), Some("2"), "only return 603's two refunds exist");
+    server.stop().await;
+}
