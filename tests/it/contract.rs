@@ -508,3 +508,19 @@ async fn an_unknown_operation_is_answered_with_a_soap_fault() {
 
     server.stop().await;
 }
+
+#[tokio::test]
+async fn public_url_sets_the_wsdl_address() {
+    let database = TestDatabase::with_test_shop();
+    let mut config = refunds_gateway::Config::new(database.path.clone());
+    config.public_url = Some("https://shop.example/refunds-gateway/".to_owned());
+    let server = TestServer::start_with(config).await;
+    let wsdl = get(&client(), &format!("{}/soap/refunds?WSDL", server.base)).await;
+    assert_eq!(wsdl.status, 200);
+    assert_eq!(
+        wsdl.body.matches(r#"location="https://shop.example/refunds-gateway/soap/refunds""#).count(),
+        2,
+        "both ports point at the public URL"
+    );
+    server.stop().await;
+}
