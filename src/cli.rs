@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::clock::format_local_datetime;
 use crate::refunds::{api_key_digest, new_api_key, password_sha1_hex};
 use crate::refunds::types::{ApiUser, Scopes};
+use crate::operators::OperatorsConfig;
 use crate::server::Config;
 use crate::shop::ShopData;
 use crate::store::Maintenance;
@@ -41,6 +42,15 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// List outbox jobs that have not finished: confirmed automatic refunds on their way to the
+    /// payment operator, with their attempts and last error.
+    Outbox {
+        #[command(flatten)]
+        database: DatabaseArg,
+        /// Also list finished jobs.
+        #[arg(long)]
+        all: bool,
     },
     /// Manage API keys (REST; also accepted by the SOAP and JSON gates).
     Key {
@@ -104,6 +114,9 @@ struct ServeArgs {
     /// Base URL clients reach the service at (for the WSDL's soap:address).
     #[arg(long)]
     public_url: Option<String>,
+    /// Payment operators file (TOML); without it every refund goes to the sandbox.
+    #[arg(long, env = "REFUNDS_OPERATORS")]
+    operators: Option<PathBuf>,
     #[command(flatten)]
     timezone: TimezoneArg,
 }
@@ -149,6 +162,7 @@ pub fn main() -> ExitCode {
                 },
         } => add_user(&database.path, &login, &password, &scope),
         Command::Key { command } => key(command),
+        Command::Outbox { database, all } => outbox(&database.path, all),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,6 +203,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let mut config = Config::new(args.database.path.clone());
+        if let Some(path) = &args.operators {
+            config.operators = OperatorsConfig::load(path)?;
+        }
         config.public_url = args.public_url;
         config.timezone = timezone;
         config.clock = Clock::System;
@@ -303,5 +320,26 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
             println!("key '{name}' revoked");
         }
     }
+    Ok(())
+}
+
+fn outbox(database: &Path, include_done: bool) -> anyhow::Result<()> {
+    let jobs = Maintenance::open(database)?.jobs(include_done)?;
+    println!("{:<10} {:<12} {:<6} {:<8} {:<20} last error", "refund", "operator", "state", "attempts", "next attempt");
+    for job in &jobs {
+        let next = chrono::DateTime::from_timestamp_millis(job.next_attempt_ms)
+            .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<10} {:<12} {:<6} {:<8} {:<20} {}",
+            job.refund_id,
+            job.operator,
+            job.state.as_str(),
+            job.attempts,
+            next,
+            job.last_error.as_deref().unwrap_or("")
+        );
+    }
+    eprintln!("{} job(s)", jobs.len());
     Ok(())
 }

@@ -21,6 +21,12 @@ impl Clock {
     }
 }
 
+/// Milliseconds since the epoch by the system clock: the outbox schedules by it even when the
+/// service's clock is fixed (tests), since retries must really wait.
+pub fn system_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 const LOCAL_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// Reads `YYYY-MM-DD HH:MM:SS` as a local time in `timezone`. In the hour that a DST change

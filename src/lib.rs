@@ -10,6 +10,8 @@ pub mod cli;
 pub mod clock;
 pub mod money;
 pub mod operations;
+pub mod operators;
+pub mod outbox;
 pub mod refunds;
 pub mod rest;
 pub mod server;

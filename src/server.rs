@@ -22,7 +22,9 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::clock::Clock;
-use crate::refunds::RefundService;
+use crate::operators::http::OperatorMessage;
+use crate::operators::{Operators, OperatorsConfig};
+use crate::refunds::{CallbackOutcome, RefundService};
 use crate::rest::{self, JsonReply};
 use crate::soap::envelope::XmlLimits;
 use crate::soap::fault::Fault;
@@ -43,6 +45,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Payment operators for confirmed automatic refunds (default: the sandbox for all).
+    pub operators: OperatorsConfig,
 }
 
 impl Config {
@@ -58,12 +62,14 @@ impl Config {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            operators: OperatorsConfig::default(),
         }
     }
 }
 
 struct App {
     service: RefundService,
+    operators: Arc<Operators>,
     config: Config,
     next_request_id: AtomicU64,
 }
@@ -81,10 +87,16 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&database))
         .await
         .context("opening the store")??;
-    let service = RefundService::new(store.clone(), config.clock, config.timezone);
+    let operators = Arc::new(config.operators.build().context("configuring payment operators")?);
+    let service = RefundService::new(store.clone(), config.clock, config.timezone, operators.routing.clone());
+    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(crate::outbox::run(service.clone(), operators.clone(), async {
+        let _ = worker_stopped.await;
+    }));
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
+        operators,
         config,
         next_request_id: AtomicU64::new(1),
     });
@@ -127,6 +139,8 @@ pub async fn run(
     }
 
     tracing::info!("shutting down: finishing open requests");
+    let _ = stop_worker.send(());
+    let _ = worker.await;
     if tokio::time::timeout(app.config.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
@@ -181,6 +195,7 @@ enum Route {
     Rest { operation: String },
     JsonGate { operation: String },
     OpenApi,
+    OperatorCallback { operator: String },
     Health,
     NotFound,
     /// A JSON route that does not exist (answered in JSON).
@@ -192,6 +207,12 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
     let method = request.method();
+    if let Some(name) = path.strip_prefix("/operators/").and_then(|rest| rest.strip_suffix("/callback")) {
+        return match *method {
+            Method::POST => Route::OperatorCallback { operator: name.to_owned() },
+            _ => Route::MethodNotAllowed("POST"),
+        };
+    }
     if let Some(rest) = path.strip_prefix("/api/admin/") {
         return match rest_operation(rest) {
             Some(operation) => Route::Rest { operation: operation.to_owned() },
@@ -298,6 +319,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Reply {
         Route::Rest { operation } => rest_request(app, request, &operation).await,
         Route::JsonGate { operation } => gate_request(app, request, &operation).await,
         Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
+        Route::OperatorCallback { operator } => callback_request(app, request, &operator).await,
         Route::Health => plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
         Route::NotFound => plain(
             StatusCode::NOT_FOUND,
@@ -359,6 +381,42 @@ fn json_reply(reply: JsonReply) -> Reply {
         response.headers_mut().insert("allow", HeaderValue::from_static(allow));
     }
     response
+}
+
+/// `POST /operators/{name}/callback`: an operator's asynchronous result, signed.
+async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> Reply {
+    let signature = header(&request, "x-signature").map(str::to_owned);
+    let body = match read_body(app, request).await {
+        Ok(body) => body,
+        Err(error) => return json_reply(error.json(app)),
+    };
+    let answer = |status: u16, message: &str| {
+        let body = serde_json::json!({ "status": status, "message": message }).to_string();
+        plain(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), JSON, body)
+    };
+    let Some(operator) = app.operators.get(name) else {
+        return answer(404, "no such operator");
+    };
+    if !operator.verify_callback(&body, signature.as_deref()) {
+        tracing::warn!(operator = name, "callback with a bad signature refused");
+        return answer(401, "bad signature");
+    }
+    let message: OperatorMessage = match serde_json::from_slice(&body) {
+        Ok(message) => message,
+        Err(_) => return answer(400, "the body is not a callback message"),
+    };
+    let Some(refund_id) = message.refund_id else {
+        return answer(400, "refundId is missing");
+    };
+    match app.service.operator_callback(name, refund_id, message.answer()).await {
+        Ok(Some(CallbackOutcome::Settled)) => answer(200, "settled"),
+        Ok(Some(CallbackOutcome::Ignored)) => answer(200, "ignored: nothing to change"),
+        Ok(None) => answer(404, "no such refund for this operator"),
+        Err(error) => {
+            tracing::error!(error = format!("{:#}", anyhow::Error::from(error)), "callback failed");
+            answer(500, "the gateway failed; the cause is in its log")
+        }
+    }
 }
 
 async fn soap_request(app: &App, request: Request<Incoming>) -> Reply {

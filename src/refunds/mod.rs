@@ -5,6 +5,7 @@
 //! reached only through [`crate::store::Ledger`], inside one transaction per operation.
 
 pub mod error;
+pub mod outbox;
 pub mod types;
 
 use std::cmp::min;
@@ -12,12 +13,15 @@ use std::cmp::min;
 use chrono_tz::Tz;
 use sha1::{Digest as _, Sha1};
 
-use crate::clock::{Clock, neighbouring_local_dates};
+use std::sync::Arc;
+
+use crate::clock::{Clock, neighbouring_local_dates, system_millis};
 use crate::money::{AmountError, Currency, Money, minor_to_decimal};
 use crate::store::{Ledger, Store};
 pub use error::{OperationKind, RefundError};
+use outbox::{OperatorRouting, RetryPolicy};
 use types::{
-    ManualDetails, MovementId, NewRefund, Refund, RefundMethod, RefundStatus, RequestedAmount,
+    JobState, JobStep, ManualDetails, MovementId, NewRefund, OperatorAnswer, Refund, RefundJob, Settlement, RefundMethod, RefundStatus, RequestedAmount,
     Scopes, Source, SourceFilter, SourceRef, SourceType, Timestamp,
 };
 
@@ -143,21 +147,118 @@ impl Scope {
     }
 }
 
-/// The nine operations over one store.
+/// The nine operations over one store, and the outbox steps of confirmed automatic refunds.
 #[derive(Clone)]
 pub struct RefundService {
     store: Store,
     clock: Clock,
     timezone: Tz,
+    routing: Arc<OperatorRouting>,
+    /// Woken when a job is added, so the outbox worker sends it at once.
+    jobs_added: Arc<tokio::sync::Notify>,
+}
+
+/// What a callback from an operator did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// The refund is now Completed or Failed.
+    Settled,
+    /// The refund already had a definite outcome, or the answer was not definite: nothing changed.
+    Ignored,
 }
 
 impl RefundService {
-    pub fn new(store: Store, clock: Clock, timezone: Tz) -> RefundService {
+    pub fn new(store: Store, clock: Clock, timezone: Tz, routing: OperatorRouting) -> RefundService {
         RefundService {
             store,
             clock,
             timezone,
+            routing: Arc::new(routing),
+            jobs_added: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Resolves when a job has been added since the last call (or at once, if one was).
+    pub async fn job_added(&self) {
+        self.jobs_added.notified().await;
+    }
+
+    /// Claims the outbox jobs due now (see `Ledger::claim_due_jobs`).
+    pub async fn claim_jobs(&self, policy: RetryPolicy, limit: u32) -> Result<Vec<RefundJob>, RefundError> {
+        let now_ms = system_millis();
+        self.store
+            .write(move |ledger| Ok(ledger.claim_due_jobs(now_ms, policy.lease_ms, limit)?))
+            .await
+    }
+
+    /// Records an operator's answer about `job`: the next step, and the refund's outcome when
+    /// the answer is definite. `None` when the job was settled meanwhile (by a callback): then
+    /// nothing changes.
+    pub async fn record_answer(
+        &self,
+        job: RefundJob,
+        answer: OperatorAnswer,
+        policy: RetryPolicy,
+        poll_after_ms: i64,
+        jitter_permille: i64,
+    ) -> Result<Option<JobStep>, RefundError> {
+        let now_ms = system_millis();
+        self.store
+            .write(move |ledger| {
+                let current = ledger.job(job.refund_id)?;
+                let Some(current) = current.filter(|current| current.state != JobState::Done) else {
+                    return Ok(None);
+                };
+                let step = outbox::plan(&current, answer, &policy, poll_after_ms, now_ms, jitter_permille);
+                ledger.record_job_step(&step, now_ms)?;
+                if let Some(settlement) = &step.settlement {
+                    ledger.settle(job.refund_id, settlement)?;
+                }
+                Ok(Some(step))
+            })
+            .await
+    }
+
+    /// An operator's asynchronous answer about refund `refund_id`. `None` when the operator has
+    /// no such refund in our outbox (unknown id, or another operator's refund).
+    pub async fn operator_callback(
+        &self,
+        operator: &str,
+        refund_id: MovementId,
+        answer: OperatorAnswer,
+    ) -> Result<Option<CallbackOutcome>, RefundError> {
+        let now_ms = system_millis();
+        let operator = operator.to_owned();
+        self.store
+            .write(move |ledger| {
+                let Some(job) = ledger.job(refund_id)?.filter(|job| job.operator == operator) else {
+                    return Ok(None);
+                };
+                if job.state == JobState::Done {
+                    return Ok(Some(CallbackOutcome::Ignored));
+                }
+                let settlement = match answer {
+                    OperatorAnswer::Completed { external_id } => Settlement::Completed { external_id },
+                    OperatorAnswer::Declined { reason } => Settlement::Failed { reason },
+                    _ => return Ok(Some(CallbackOutcome::Ignored)),
+                };
+                let last_error = match &settlement {
+                    Settlement::Failed { reason } => Some(reason.clone()),
+                    Settlement::Completed { .. } => None,
+                };
+                let step = JobStep {
+                    refund_id,
+                    state: JobState::Done,
+                    attempts: job.attempts,
+                    next_attempt_ms: now_ms,
+                    last_error,
+                    settlement: Some(settlement.clone()),
+                };
+                ledger.record_job_step(&step, now_ms)?;
+                ledger.settle(refund_id, &settlement)?;
+                Ok(Some(CallbackOutcome::Settled))
+            })
+            .await
     }
 
     pub fn timezone(&self) -> Tz {
@@ -269,9 +370,13 @@ impl RefundService {
 
     pub async fn confirm_refund(&self, at: RefundAt) -> Result<bool, RefundError> {
         let now = self.clock.now();
-        self.store
-            .write(move |ledger| confirm_refund(ledger, at, now))
-            .await
+        let routing = self.routing.clone();
+        let confirmed = self
+            .store
+            .write(move |ledger| confirm_refund(ledger, at, now, &routing))
+            .await?;
+        self.jobs_added.notify_one();
+        Ok(confirmed)
     }
 
     pub async fn cancel_refund(&self, at: RefundAt) -> Result<bool, RefundError> {
@@ -610,6 +715,7 @@ fn confirm_refund(
     ledger: &mut dyn Ledger,
     at: RefundAt,
     now: Timestamp,
+    routing: &OperatorRouting,
 ) -> Result<bool, RefundError> {
     let refund = find_refund(ledger, at)?;
     if refund.status != RefundStatus::New {
@@ -624,6 +730,8 @@ fn confirm_refund(
             if payment.external_transaction_id.is_none() {
                 return Err(RefundError::MissingExternalTransactionId(payment_id));
             }
+            // Handed to the operator: the job that sends it commits with the confirmation.
+            ledger.enqueue_job(refund.id, routing.operator_for(payment.payment_system), system_millis())?;
             RefundStatus::Processing
         }
     };

@@ -257,3 +257,76 @@ pub struct RequestedAmount {
     pub value: Decimal,
     pub currency: String,
 }
+
+/// What the outbox does next for a confirmed automatic refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Send the refund to the operator (again, under the same idempotency key).
+    Send,
+    /// Ask the operator for the refund's status.
+    Query,
+    /// The refund has a definite outcome.
+    Done,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Send => "send",
+            JobState::Query => "query",
+            JobState::Done => "done",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<JobState> {
+        [JobState::Send, JobState::Query, JobState::Done].into_iter().find(|s| s.as_str() == word)
+    }
+}
+
+/// A confirmed automatic refund on its way to the payment operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundJob {
+    pub refund_id: MovementId,
+    pub operator: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    /// The payment refunded, as its operator knows it.
+    pub payment_external_id: String,
+    pub amount: Money,
+}
+
+/// What a payment operator said about a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorAnswer {
+    /// Money sent back; the operator's id for the refund.
+    Completed { external_id: String },
+    /// The operator refused the refund (definite).
+    Declined { reason: String },
+    /// The operator has it and will answer later (callback or status query).
+    Accepted,
+    /// A status query found no such refund: it was never received.
+    NotFound,
+    /// No definite answer (timeout, connection error, 5xx, 429): ask again, never resend blindly.
+    Uncertain { error: String },
+}
+
+/// A definite outcome for a `Processing` refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Completed { external_id: String },
+    Failed { reason: String },
+}
+
+/// What to record for a job after one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStep {
+    pub refund_id: MovementId,
+    pub state: JobState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub settlement: Option<Settlement>,
+}

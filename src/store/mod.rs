@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::Context as _;
 
 use crate::refunds::types::{
-    ApiKey, ApiUser, MovementId, NewRefund, Order, Payment, Refund, RefundStatus, Scopes, Source, SourceFilter,
+    ApiKey, ApiUser, JobStep, MovementId, RefundJob, Settlement, NewRefund, Order, Payment, Refund, RefundStatus, Scopes, Source, SourceFilter,
     SourceRef, Timestamp,
 };
 use crate::shop::ShopData;
@@ -60,6 +60,18 @@ pub trait Ledger {
     ) -> anyhow::Result<()>;
     /// Cancels a `New` refund, releasing its amount.
     fn cancel(&mut self, refund_id: MovementId) -> anyhow::Result<()>;
+
+    /// Adds the outbox job that sends a just-confirmed automatic refund to `operator`.
+    fn enqueue_job(&mut self, refund_id: MovementId, operator: &str, now_ms: i64) -> anyhow::Result<()>;
+    /// Claims up to `limit` jobs due at `now_ms`, leasing each until `now_ms + lease_ms` so that
+    /// a worker that dies mid-step leaves the job to be retried after the lease.
+    fn claim_due_jobs(&mut self, now_ms: i64, lease_ms: i64, limit: u32) -> anyhow::Result<Vec<RefundJob>>;
+    fn job(&mut self, refund_id: MovementId) -> anyhow::Result<Option<RefundJob>>;
+    /// Records what the worker will do next for a job.
+    fn record_job_step(&mut self, step: &JobStep, now_ms: i64) -> anyhow::Result<()>;
+    /// Settles a `Processing` refund: `Completed` with the operator's id, or `Failed`
+    /// (releasing its amount).
+    fn settle(&mut self, refund_id: MovementId, settlement: &Settlement) -> anyhow::Result<()>;
 }
 
 type WriteJob = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
@@ -220,6 +232,11 @@ impl Maintenance {
     /// Revokes the key named `name`; `false` if there is no such live key.
     pub fn revoke_api_key(&mut self, name: &str, now: Timestamp) -> anyhow::Result<bool> {
         sqlite::revoke_api_key(&mut self.connection, name, now)
+    }
+
+    /// The outbox: jobs not done yet, or all of them.
+    pub fn jobs(&mut self, include_done: bool) -> anyhow::Result<Vec<RefundJob>> {
+        sqlite::jobs(&mut self.connection, include_done)
     }
 
     /// Whether the shop has no orders yet (the demo data is loaded only into an empty shop).

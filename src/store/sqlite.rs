@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use super::Ledger;
 use crate::money::{Currency, Money};
 use crate::refunds::types::{
-    ApiKey, ApiUser, ManualDetails, MovementId, NewRefund, Order, Payment, Refund, RefundMethod,
+    ApiKey, ApiUser, JobState, JobStep, ManualDetails, RefundJob, Settlement, MovementId, NewRefund, Order, Payment, Refund, RefundMethod,
     RefundStatus, Scopes, Source, SourceFilter, SourceRef, SourceType, Timestamp,
 };
 use crate::shop::ShopData;
@@ -18,6 +18,7 @@ use crate::shop::ShopData;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_ledger.sql"),
     include_str!("migrations/0002_api_keys.sql"),
+    include_str!("migrations/0003_outbox.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
@@ -344,6 +345,81 @@ impl Ledger for SqliteLedger<'_> {
         statement.query_row([key_sha256], api_key_from_row).optional()?.transpose()
     }
 
+    fn enqueue_job(&mut self, refund_id: MovementId, operator: &str, now_ms: i64) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO outbox (refund_id, operator, state, next_attempt_ms, created_ms, updated_ms)
+                 VALUES (?1, ?2, 'send', ?3, ?3, ?3)",
+            )?
+            .execute(params![refund_id, operator, now_ms])
+            .context("adding an outbox job")?;
+        Ok(())
+    }
+
+    fn claim_due_jobs(&mut self, now_ms: i64, lease_ms: i64, limit: u32) -> anyhow::Result<Vec<RefundJob>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM {JOB_FROM}
+             WHERE o.state <> 'done' AND o.next_attempt_ms <= ?1
+             ORDER BY o.next_attempt_ms, o.refund_id LIMIT ?2"
+        );
+        let jobs: Vec<RefundJob> = self
+            .connection
+            .prepare_cached(&sql)?
+            .query_map(params![now_ms, limit], job_from_row)?
+            .collect::<Result<_, _>>()?;
+        let mut lease = self
+            .connection
+            .prepare_cached("UPDATE outbox SET next_attempt_ms = ?2, updated_ms = ?3 WHERE refund_id = ?1")?;
+        for job in &jobs {
+            lease.execute(params![job.refund_id, now_ms + lease_ms, now_ms])?;
+        }
+        Ok(jobs)
+    }
+
+    fn job(&mut self, refund_id: MovementId) -> anyhow::Result<Option<RefundJob>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE o.refund_id = ?1");
+        Ok(self.connection.prepare_cached(&sql)?.query_row([refund_id], job_from_row).optional()?)
+    }
+
+    fn record_job_step(&mut self, step: &JobStep, now_ms: i64) -> anyhow::Result<()> {
+        let changed = self
+            .connection
+            .prepare_cached(
+                "UPDATE outbox SET state = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5,
+                     updated_ms = ?6
+                 WHERE refund_id = ?1 AND state <> 'done'",
+            )?
+            .execute(params![
+                step.refund_id,
+                step.state.as_str(),
+                step.attempts,
+                step.next_attempt_ms,
+                step.last_error,
+                now_ms
+            ])?;
+        if changed != 1 {
+            bail!("outbox job {} is missing or already done", step.refund_id);
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, refund_id: MovementId, settlement: &Settlement) -> anyhow::Result<()> {
+        let changed = match settlement {
+            Settlement::Completed { external_id } => self
+                .connection
+                .prepare_cached(
+                    "UPDATE refunds SET status = 'Completed', external_id = ?2
+                     WHERE id = ?1 AND status = 'Processing'",
+                )?
+                .execute(params![refund_id, external_id])?,
+            Settlement::Failed { .. } => self
+                .connection
+                .prepare_cached("UPDATE refunds SET status = 'Failed' WHERE id = ?1 AND status = 'Processing'")?
+                .execute([refund_id])?,
+        };
+        ensure_one_row(changed, refund_id)
+    }
+
     fn reserve_refund(&mut self, refund: &NewRefund) -> anyhow::Result<MovementId> {
         self.connection
             .prepare_cached("INSERT INTO movements (kind) VALUES ('refund')")?
@@ -417,9 +493,30 @@ impl Ledger for SqliteLedger<'_> {
     }
 }
 
+const JOB_COLUMNS: &str = "o.refund_id, o.operator, o.state, o.attempts, o.next_attempt_ms, \
+     o.last_error, o.created_ms, p.external_transaction_id, r.amount_minor, r.currency";
+
+const JOB_FROM: &str = "outbox o JOIN refunds r ON r.id = o.refund_id JOIN payments p ON p.id = r.payment_id";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RefundJob> {
+    let state: String = row.get(2)?;
+    let state = JobState::parse(&state).ok_or_else(|| conversion_error(format!("stored job state '{state}'")))?;
+    Ok(RefundJob {
+        refund_id: row.get(0)?,
+        operator: row.get(1)?,
+        state,
+        attempts: row.get(3)?,
+        next_attempt_ms: row.get(4)?,
+        last_error: row.get(5)?,
+        created_ms: row.get(6)?,
+        payment_external_id: row.get::<_, Option<String>>(7)?.unwrap_or_default(),
+        amount: Money { minor: row.get(8)?, currency: currency(&row.get::<_, String>(9)?)? },
+    })
+}
+
 fn ensure_one_row(changed: usize, refund_id: MovementId) -> anyhow::Result<()> {
     if changed != 1 {
-        bail!("refund {refund_id} was not New when it was changed ({changed} rows)");
+        bail!("refund {refund_id} was not in the state its change expects ({changed} rows)");
     }
     Ok(())
 }
@@ -626,4 +723,13 @@ pub fn revoke_api_key(connection: &mut Connection, name: &str, now: Timestamp) -
         params![name, now],
     )?;
     Ok(changed == 1)
+}
+
+pub fn jobs(connection: &mut Connection, include_done: bool) -> anyhow::Result<Vec<RefundJob>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE ?1 OR o.state <> 'done' ORDER BY o.refund_id"
+    );
+    let mut statement = connection.prepare(&sql)?;
+    let rows = statement.query_map([include_done], job_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
