@@ -176,10 +176,16 @@ async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
 
 /// Where a request goes.
 enum Route {
-    Wsdl { address: String },
+    Wsdl {
+        address: String,
+    },
     Soap,
-    Rest { operation: String },
-    JsonGate { operation: String },
+    Rest {
+        operation: String,
+    },
+    JsonGate {
+        operation: String,
+    },
     OpenApi,
     Health,
     NotFound,
@@ -194,13 +200,17 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
     let method = request.method();
     if let Some(rest) = path.strip_prefix("/api/admin/") {
         return match rest_operation(rest) {
-            Some(operation) => Route::Rest { operation: operation.to_owned() },
+            Some(operation) => Route::Rest {
+                operation: operation.to_owned(),
+            },
             None => Route::JsonNotFound,
         };
     }
     match path {
         "/soap/refunds" => {
-            let wants_wsdl = query.split('&').any(|pair| pair.eq_ignore_ascii_case("wsdl"));
+            let wants_wsdl = query
+                .split('&')
+                .any(|pair| pair.eq_ignore_ascii_case("wsdl"));
             match *method {
                 Method::GET if wants_wsdl => Route::Wsdl {
                     address: format!("{}/soap/refunds", base_url(app, request)),
@@ -228,9 +238,9 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
                 },
                 ("soap", true, _) => Route::MethodNotAllowed("GET"),
                 ("soap", false, &Method::POST) => Route::Soap,
-                ("json", false, &Method::POST) => {
-                    Route::JsonGate { operation: gate.operation.to_owned() }
-                }
+                ("json", false, &Method::POST) => Route::JsonGate {
+                    operation: gate.operation.to_owned(),
+                },
                 (_, false, _) => Route::MethodNotAllowed("POST"),
                 _ => Route::NotFound,
             }
@@ -283,7 +293,12 @@ impl<'a> Gate<'a> {
             Some("wsdl") => true,
             Some(_) => return None,
         };
-        parts.next().is_none().then_some(Gate { operation, version, face, wsdl })
+        parts.next().is_none().then_some(Gate {
+            operation,
+            version,
+            face,
+            wsdl,
+        })
     }
 }
 
@@ -298,7 +313,11 @@ async fn route(app: &App, request: Request<Incoming>) -> Reply {
         Route::Rest { operation } => rest_request(app, request, &operation).await,
         Route::JsonGate { operation } => gate_request(app, request, &operation).await,
         Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
-        Route::Health => plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
+        Route::Health => plain(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ok\n".to_owned(),
+        ),
         Route::NotFound => plain(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
@@ -335,7 +354,13 @@ async fn rest_request(app: &App, request: Request<Incoming>, operation: &str) ->
         Ok(body) => body,
         Err(error) => return json_reply(error.json(app)),
     };
-    let call = rest::RestCall { method: &method, operation, query: &query, api_key, body: &body };
+    let call = rest::RestCall {
+        method: &method,
+        operation,
+        query: &query,
+        api_key,
+        body: &body,
+    };
     json_reply(rest::handle_rest(&app.service, call).await)
 }
 
@@ -345,7 +370,11 @@ async fn gate_request(app: &App, request: Request<Incoming>, operation: &str) ->
         Ok(body) => body,
         Err(error) => return json_reply(error.json(app)),
     };
-    let call = rest::GateCall { operation, api_key, body: &body };
+    let call = rest::GateCall {
+        operation,
+        api_key,
+        body: &body,
+    };
     json_reply(rest::handle_gate(&app.service, call).await)
 }
 
@@ -356,7 +385,9 @@ fn json_reply(reply: JsonReply) -> Reply {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = plain(status, JSON, reply.body);
     if let Some(allow) = reply.allow {
-        response.headers_mut().insert("allow", HeaderValue::from_static(allow));
+        response
+            .headers_mut()
+            .insert("allow", HeaderValue::from_static(allow));
     }
     response
 }
@@ -401,7 +432,10 @@ impl BodyError {
     fn message(&self, app: &App) -> String {
         match self {
             BodyError::TooLarge => {
-                format!("the request body is larger than {} bytes", app.config.max_body_bytes)
+                format!(
+                    "the request body is larger than {} bytes",
+                    app.config.max_body_bytes
+                )
             }
             BodyError::Timeout => "the request body did not arrive in time".to_owned(),
             BodyError::Broken => "the request body could not be read".to_owned(),
@@ -444,7 +478,9 @@ fn api_key_of(request: &Request<Incoming>) -> Option<String> {
     }
     let authorization = header(request, "authorization")?;
     let (scheme, key) = authorization.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_owned())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim().to_owned())
 }
 
 fn header<'r>(request: &'r Request<Incoming>, name: &str) -> Option<&'r str> {

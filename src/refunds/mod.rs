@@ -169,7 +169,11 @@ impl RefundService {
     /// Legacy: `authenticateKey = sha1(YYYYMMDD + sha1(password))` in lowercase hex, with the
     /// shop's local date of yesterday, today or tomorrow (clients' clocks and time zones drift
     /// around midnight). API key: its SHA-256 names a key that is not revoked.
-    pub async fn authenticate(&self, credentials: Option<Credentials>, needs: Scope) -> Result<Caller, RefundError> {
+    pub async fn authenticate(
+        &self,
+        credentials: Option<Credentials>,
+        needs: Scope,
+    ) -> Result<Caller, RefundError> {
         let caller = match credentials.ok_or(RefundError::Unauthenticated)? {
             Credentials::Legacy(legacy) => self.legacy_caller(legacy).await?,
             Credentials::ApiKey(key) => self.api_key_caller(&key).await?,
@@ -183,20 +187,35 @@ impl RefundService {
     async fn legacy_caller(&self, credentials: LegacyCredentials) -> Result<Caller, RefundError> {
         let dates = neighbouring_local_dates(self.clock.now(), self.timezone);
         let login = credentials.login.clone();
-        let user = self.store.read(move |ledger| ledger.api_user(&login).map_err(RefundError::from)).await?;
+        let user = self
+            .store
+            .read(move |ledger| ledger.api_user(&login).map_err(RefundError::from))
+            .await?;
         let user = user.ok_or(RefundError::Unauthenticated)?;
         let key = credentials.key.trim().to_ascii_lowercase();
-        if !dates.iter().any(|date| legacy_key(date, &user.password_sha1_hex) == key) {
+        if !dates
+            .iter()
+            .any(|date| legacy_key(date, &user.password_sha1_hex) == key)
+        {
             return Err(RefundError::Unauthenticated);
         }
-        Ok(Caller { login: user.login, scopes: user.scopes })
+        Ok(Caller {
+            login: user.login,
+            scopes: user.scopes,
+        })
     }
 
     async fn api_key_caller(&self, key: &str) -> Result<Caller, RefundError> {
         let digest = api_key_digest(key.trim());
-        let found = self.store.read(move |ledger| ledger.api_key(&digest).map_err(RefundError::from)).await?;
+        let found = self
+            .store
+            .read(move |ledger| ledger.api_key(&digest).map_err(RefundError::from))
+            .await?;
         match found {
-            Some(key) if key.revoked_at.is_none() => Ok(Caller { login: format!("key:{}", key.name), scopes: key.scopes }),
+            Some(key) if key.revoked_at.is_none() => Ok(Caller {
+                login: format!("key:{}", key.name),
+                scopes: key.scopes,
+            }),
             _ => Err(RefundError::Unauthenticated),
         }
     }
@@ -317,7 +336,8 @@ pub fn legacy_key(date: &str, password_sha1_hex: &str) -> String {
 /// A new random API key: `rgk_` and 43 URL-safe characters (256 bits).
 pub fn new_api_key() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness for a key: {error}"))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|error| anyhow::anyhow!("no randomness for a key: {error}"))?;
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut key = String::from("rgk_");
     let mut bits: u32 = 0;
@@ -363,7 +383,7 @@ fn checked_amount(requested: &RequestedAmount, currency: Currency) -> Result<Mon
     let Some(given) = Currency::parse(&requested.currency) else {
         return Err(RefundError::InvalidCurrency(format!(
             "'{}' is not an ISO 4217 currency code",
-            requested.currency
+            error::quote(&requested.currency)
         )));
     };
     if given != currency {

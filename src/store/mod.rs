@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::Context as _;
 
 use crate::refunds::types::{
-    ApiKey, ApiUser, MovementId, NewRefund, Order, Payment, Refund, RefundStatus, Scopes, Source, SourceFilter,
-    SourceRef, Timestamp,
+    ApiKey, ApiUser, MovementId, NewRefund, Order, Payment, Refund, RefundStatus, Scopes, Source,
+    SourceFilter, SourceRef, Timestamp,
 };
 use crate::shop::ShopData;
 
@@ -209,7 +209,13 @@ impl Maintenance {
     }
 
     /// Creates an API key named `name` from the key's SHA-256; fails if the name is taken.
-    pub fn create_api_key(&mut self, name: &str, key_sha256: &str, scopes: Scopes, now: Timestamp) -> anyhow::Result<()> {
+    pub fn create_api_key(
+        &mut self,
+        name: &str,
+        key_sha256: &str,
+        scopes: Scopes,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
         sqlite::create_api_key(&mut self.connection, name, key_sha256, scopes, now)
     }
 

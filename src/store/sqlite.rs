@@ -341,7 +341,10 @@ impl Ledger for SqliteLedger<'_> {
         let mut statement = self.connection.prepare_cached(
             "SELECT name, scopes, created_at, revoked_at FROM api_keys WHERE key_sha256 = ?1",
         )?;
-        statement.query_row([key_sha256], api_key_from_row).optional()?.transpose()
+        statement
+            .query_row([key_sha256], api_key_from_row)
+            .optional()?
+            .transpose()
     }
 
     fn reserve_refund(&mut self, refund: &NewRefund) -> anyhow::Result<MovementId> {
@@ -588,7 +591,12 @@ fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRow> {
     let revoked_at = row.get(3)?;
     Ok(Scopes::parse(&scopes)
         .with_context(|| format!("stored scopes '{scopes}' of API key {name}"))
-        .map(|scopes| ApiKey { name, scopes, created_at, revoked_at }))
+        .map(|scopes| ApiKey {
+            name,
+            scopes,
+            created_at,
+            revoked_at,
+        }))
 }
 
 pub fn create_api_key(
@@ -614,13 +622,18 @@ pub fn create_api_key(
 }
 
 pub fn api_keys(connection: &mut Connection) -> anyhow::Result<Vec<ApiKey>> {
-    let mut statement = connection
-        .prepare("SELECT name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, name")?;
+    let mut statement = connection.prepare(
+        "SELECT name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, name",
+    )?;
     let rows = statement.query_map([], api_key_from_row)?;
     rows.map(|row| row?).collect()
 }
 
-pub fn revoke_api_key(connection: &mut Connection, name: &str, now: Timestamp) -> anyhow::Result<bool> {
+pub fn revoke_api_key(
+    connection: &mut Connection,
+    name: &str,
+    now: Timestamp,
+) -> anyhow::Result<bool> {
     let changed = connection.execute(
         "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
         params![name, now],
