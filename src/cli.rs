@@ -11,9 +11,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::clock::Clock;
 use crate::clock::format_local_datetime;
-use crate::refunds::{api_key_digest, new_api_key, password_sha1_hex};
-use crate::refunds::types::{ApiUser, Scopes};
 use crate::operators::OperatorsConfig;
+use crate::refunds::types::{ApiUser, Scopes};
+use crate::refunds::{api_key_digest, new_api_key, password_sha1_hex};
 use crate::server::Config;
 use crate::shop::ShopData;
 use crate::store::Maintenance;
@@ -295,13 +295,25 @@ fn add_user(database: &Path, login: &str, password: &str, scope: &str) -> anyhow
 
 fn key(command: KeyCommand) -> anyhow::Result<()> {
     match command {
-        KeyCommand::Create { database, name, scope } => {
-            let scopes =
-                Scopes::parse(&scope).with_context(|| format!("--scope '{scope}': use read, write, confirm"))?;
+        KeyCommand::Create {
+            database,
+            name,
+            scope,
+        } => {
+            let scopes = Scopes::parse(&scope)
+                .with_context(|| format!("--scope '{scope}': use read, write, confirm"))?;
             anyhow::ensure!(!name.trim().is_empty(), "the key name must not be empty");
             let key = new_api_key()?;
-            Maintenance::open(&database.path)?.create_api_key(&name, &api_key_digest(&key), scopes, Clock::System.now())?;
-            eprintln!("key '{name}' created with scopes {}; it is shown only this once:", scopes.to_list());
+            Maintenance::open(&database.path)?.create_api_key(
+                &name,
+                &api_key_digest(&key),
+                scopes,
+                Clock::System.now(),
+            )?;
+            eprintln!(
+                "key '{name}' created with scopes {}; it is shown only this once:",
+                scopes.to_list()
+            );
             println!("{key}");
         }
         KeyCommand::List { database } => {
@@ -309,13 +321,22 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
             let timezone = chrono_tz::Europe::Warsaw;
             println!("{:<24} {:<20} {:<20} revoked", "name", "scopes", "created");
             for key in keys {
-                let revoked = key.revoked_at.map(|at| format_local_datetime(at, timezone)).unwrap_or_default();
+                let revoked = key
+                    .revoked_at
+                    .map(|at| format_local_datetime(at, timezone))
+                    .unwrap_or_default();
                 let created = format_local_datetime(key.created_at, timezone);
-                println!("{:<24} {:<20} {:<20} {revoked}", key.name, key.scopes.to_list(), created);
+                println!(
+                    "{:<24} {:<20} {:<20} {revoked}",
+                    key.name,
+                    key.scopes.to_list(),
+                    created
+                );
             }
         }
         KeyCommand::Revoke { database, name } => {
-            let revoked = Maintenance::open(&database.path)?.revoke_api_key(&name, Clock::System.now())?;
+            let revoked =
+                Maintenance::open(&database.path)?.revoke_api_key(&name, Clock::System.now())?;
             anyhow::ensure!(revoked, "no live key named '{name}'");
             println!("key '{name}' revoked");
         }
@@ -325,7 +346,10 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
 
 fn outbox(database: &Path, include_done: bool) -> anyhow::Result<()> {
     let jobs = Maintenance::open(database)?.jobs(include_done)?;
-    println!("{:<10} {:<12} {:<6} {:<8} {:<20} last error", "refund", "operator", "state", "attempts", "next attempt");
+    println!(
+        "{:<10} {:<12} {:<6} {:<8} {:<20} last error",
+        "refund", "operator", "state", "attempts", "next attempt"
+    );
     for job in &jobs {
         let next = chrono::DateTime::from_timestamp_millis(job.next_attempt_ms)
             .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())

@@ -11,11 +11,12 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
+use crate::refunds::error::quote;
 use crate::refunds::types::{ManualDetails, RequestedAmount, SourceFilter, SourceRef, SourceType};
 use crate::refunds::{
-    AddAutomaticRefund, AddAutomaticRefundForOrder, AddManualRefund, Caller, Credentials, MAX_RESULTS_LIMIT,
-    OperationKind, PossibleAutoRefund, RefundAt, RefundError, RefundService, RefundStatusView,
-    RefundsPage, RetrieveRefundsList, Scope, UpdateRefund,
+    AddAutomaticRefund, AddAutomaticRefundForOrder, AddManualRefund, Caller, Credentials,
+    MAX_RESULTS_LIMIT, OperationKind, PossibleAutoRefund, RefundAt, RefundError, RefundService,
+    RefundStatusView, RefundsPage, RetrieveRefundsList, Scope, UpdateRefund,
 };
 
 /// A tree of named parameters, as a face received them.
@@ -23,8 +24,9 @@ pub trait Params {
     /// The scalar value of field `name`: `Ok(None)` when absent or nil, `Err(what)` when present
     /// but not a scalar (`what` describes what was found).
     fn scalar(&self, name: &str) -> Result<Option<Scalar<'_>>, &'static str>;
-    /// The nested parameters of field `name`, if present.
-    fn nested(&self, name: &str) -> Option<&Self>;
+    /// The nested parameters of field `name`: `Ok(None)` when absent or nil, `Err(what)` when
+    /// present but not a group of fields.
+    fn nested(&self, name: &str) -> Result<Option<&Self>, &'static str>;
 }
 
 /// A scalar parameter. XML and query strings only carry text; JSON also carries typed numbers
@@ -188,6 +190,11 @@ impl Operation for AddManualRefundOp {
     fn bind(params: &impl Params) -> Result<AddManualRefund, RefundError> {
         let details = params
             .nested("refundDetails")
+            .map_err(|found| {
+                RefundError::InvalidParameters(format!(
+                    "params.refundDetails must be an object, got {found}"
+                ))
+            })?
             .ok_or_else(|| missing("refundDetails"))?;
         Ok(AddManualRefund {
             source: source(params)?,
@@ -363,7 +370,11 @@ fn nested_field(parent: &str, error: RefundError) -> RefundError {
 }
 
 /// A field's text; `numbers` says whether a JSON number is acceptable too.
-fn scalar_text(params: &impl Params, field: &str, numbers: bool) -> Result<Option<String>, RefundError> {
+fn scalar_text(
+    params: &impl Params,
+    field: &str,
+    numbers: bool,
+) -> Result<Option<String>, RefundError> {
     let text = match params.scalar(field) {
         Ok(None) => return Ok(None),
         Ok(Some(Scalar::Text(text))) => text.trim().to_owned(),
@@ -404,7 +415,7 @@ fn optional_id(params: &impl Params, field: &str) -> Result<Option<i64>, RefundE
         Ok(id) if id > 0 => Ok(Some(id)),
         _ => Err(RefundError::InvalidParameters(format!(
             "params.{field} must be a positive integer, got '{}'",
-            shorten(&text)
+            quote(&text)
         ))),
     }
 }
@@ -420,13 +431,13 @@ fn optional_u32(params: &impl Params, field: &str) -> Result<Option<u32>, Refund
     text.parse::<u32>().map(Some).map_err(|_| {
         RefundError::InvalidParameters(format!(
             "params.{field} must be a non-negative integer, got '{}'",
-            shorten(&text)
+            quote(&text)
         ))
     })
 }
 
 fn source_type(word: &str) -> Result<SourceType, RefundError> {
-    SourceType::parse(word).ok_or_else(|| RefundError::UnknownSourceType(shorten(word)))
+    SourceType::parse(word).ok_or_else(|| RefundError::UnknownSourceType(quote(word)))
 }
 
 fn source(params: &impl Params) -> Result<SourceRef, RefundError> {
@@ -456,20 +467,11 @@ fn amount(params: &impl Params) -> Result<RequestedAmount, RefundError> {
     let value = parsed.map_err(|_| {
         RefundError::InvalidParameters(format!(
             "params.refundValue must be a decimal number, got '{}'",
-            shorten(&text)
+            quote(&text)
         ))
     })?;
     Ok(RequestedAmount {
         value,
         currency: required_text(params, "refundCurrency")?,
     })
-}
-
-/// Client text quoted back in a message, cut so that a huge value does not become a huge fault.
-fn shorten(text: &str) -> String {
-    const MAX: usize = 64;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }

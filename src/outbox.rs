@@ -15,18 +15,27 @@ const TICK: Duration = Duration::from_millis(200);
 
 /// Runs until `shutdown` resolves. Operator calls still in flight are dropped: their jobs stay
 /// leased and are retried (under the same idempotency key) after the next start.
-pub async fn run(service: RefundService, operators: Arc<Operators>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    service: RefundService,
+    operators: Arc<Operators>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let jobs = match service.claim_jobs(operators.retry, BATCH).await {
             Ok(jobs) => jobs,
             Err(error) => {
-                tracing::error!(error = format!("{:#}", anyhow::Error::from(error)), "outbox: claiming jobs failed");
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "outbox: claiming jobs failed"
+                );
                 Vec::new()
             }
         };
         let busy = jobs.len() as u32 == BATCH;
-        let steps = futures_util::future::join_all(jobs.into_iter().map(|job| step(&service, &operators, job)));
+        let steps = futures_util::future::join_all(
+            jobs.into_iter().map(|job| step(&service, &operators, job)),
+        );
         tokio::select! {
             _ = steps => {}
             () = &mut shutdown => return,
@@ -58,22 +67,42 @@ async fn step(service: &RefundService, operators: &Operators, job: RefundJob) {
         }
     };
     tracing::debug!(refund_id, ?answer, "outbox: operator answered");
-    match service.record_answer(job, answer, operators.retry, poll_after_ms, jitter_permille()).await {
+    match service
+        .record_answer(
+            job,
+            answer,
+            operators.retry,
+            poll_after_ms,
+            jitter_permille(),
+        )
+        .await
+    {
         Ok(Some(step)) => {
             if let Some(settlement) = step.settlement {
                 tracing::info!(refund_id, ?settlement, "outbox: refund settled");
             } else if let Some(error) = step.last_error {
-                tracing::warn!(refund_id, attempts = step.attempts, error, "outbox: will try again");
+                tracing::warn!(
+                    refund_id,
+                    attempts = step.attempts,
+                    error,
+                    "outbox: will try again"
+                );
             }
         }
         Ok(None) => tracing::debug!(refund_id, "outbox: settled meanwhile"),
-        Err(error) => tracing::error!(refund_id, error = format!("{:#}", anyhow::Error::from(error)), "outbox: recording an answer failed"),
+        Err(error) => tracing::error!(
+            refund_id,
+            error = format!("{:#}", anyhow::Error::from(error)),
+            "outbox: recording an answer failed"
+        ),
     }
 }
 
 /// 800–1200: spreads retries of many jobs by ±20%.
 fn jitter_permille() -> i64 {
     let mut byte = [0u8; 2];
-    let random = getrandom::fill(&mut byte).map(|()| u16::from_le_bytes(byte)).unwrap_or(0);
+    let random = getrandom::fill(&mut byte)
+        .map(|()| u16::from_le_bytes(byte))
+        .unwrap_or(0);
     800 + i64::from(random % 401)
 }

@@ -87,12 +87,26 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&database))
         .await
         .context("opening the store")??;
-    let operators = Arc::new(config.operators.build().context("configuring payment operators")?);
-    let service = RefundService::new(store.clone(), config.clock, config.timezone, operators.routing.clone());
+    let operators = Arc::new(
+        config
+            .operators
+            .build()
+            .context("configuring payment operators")?,
+    );
+    let service = RefundService::new(
+        store.clone(),
+        config.clock,
+        config.timezone,
+        operators.routing.clone(),
+    );
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(crate::outbox::run(service.clone(), operators.clone(), async {
-        let _ = worker_stopped.await;
-    }));
+    let worker = tokio::spawn(crate::outbox::run(
+        service.clone(),
+        operators.clone(),
+        async {
+            let _ = worker_stopped.await;
+        },
+    ));
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
@@ -190,12 +204,20 @@ async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
 
 /// Where a request goes.
 enum Route {
-    Wsdl { address: String },
+    Wsdl {
+        address: String,
+    },
     Soap,
-    Rest { operation: String },
-    JsonGate { operation: String },
+    Rest {
+        operation: String,
+    },
+    JsonGate {
+        operation: String,
+    },
     OpenApi,
-    OperatorCallback { operator: String },
+    OperatorCallback {
+        operator: String,
+    },
     Health,
     NotFound,
     /// A JSON route that does not exist (answered in JSON).
@@ -207,21 +229,30 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
     let method = request.method();
-    if let Some(name) = path.strip_prefix("/operators/").and_then(|rest| rest.strip_suffix("/callback")) {
+    if let Some(name) = path
+        .strip_prefix("/operators/")
+        .and_then(|rest| rest.strip_suffix("/callback"))
+    {
         return match *method {
-            Method::POST => Route::OperatorCallback { operator: name.to_owned() },
+            Method::POST => Route::OperatorCallback {
+                operator: name.to_owned(),
+            },
             _ => Route::MethodNotAllowed("POST"),
         };
     }
     if let Some(rest) = path.strip_prefix("/api/admin/") {
         return match rest_operation(rest) {
-            Some(operation) => Route::Rest { operation: operation.to_owned() },
+            Some(operation) => Route::Rest {
+                operation: operation.to_owned(),
+            },
             None => Route::JsonNotFound,
         };
     }
     match path {
         "/soap/refunds" => {
-            let wants_wsdl = query.split('&').any(|pair| pair.eq_ignore_ascii_case("wsdl"));
+            let wants_wsdl = query
+                .split('&')
+                .any(|pair| pair.eq_ignore_ascii_case("wsdl"));
             match *method {
                 Method::GET if wants_wsdl => Route::Wsdl {
                     address: format!("{}/soap/refunds", base_url(app, request)),
@@ -249,9 +280,9 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
                 },
                 ("soap", true, _) => Route::MethodNotAllowed("GET"),
                 ("soap", false, &Method::POST) => Route::Soap,
-                ("json", false, &Method::POST) => {
-                    Route::JsonGate { operation: gate.operation.to_owned() }
-                }
+                ("json", false, &Method::POST) => Route::JsonGate {
+                    operation: gate.operation.to_owned(),
+                },
                 (_, false, _) => Route::MethodNotAllowed("POST"),
                 _ => Route::NotFound,
             }
@@ -304,7 +335,12 @@ impl<'a> Gate<'a> {
             Some("wsdl") => true,
             Some(_) => return None,
         };
-        parts.next().is_none().then_some(Gate { operation, version, face, wsdl })
+        parts.next().is_none().then_some(Gate {
+            operation,
+            version,
+            face,
+            wsdl,
+        })
     }
 }
 
@@ -320,7 +356,11 @@ async fn route(app: &App, request: Request<Incoming>) -> Reply {
         Route::JsonGate { operation } => gate_request(app, request, &operation).await,
         Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
         Route::OperatorCallback { operator } => callback_request(app, request, &operator).await,
-        Route::Health => plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
+        Route::Health => plain(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ok\n".to_owned(),
+        ),
         Route::NotFound => plain(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
@@ -357,7 +397,13 @@ async fn rest_request(app: &App, request: Request<Incoming>, operation: &str) ->
         Ok(body) => body,
         Err(error) => return json_reply(error.json(app)),
     };
-    let call = rest::RestCall { method: &method, operation, query: &query, api_key, body: &body };
+    let call = rest::RestCall {
+        method: &method,
+        operation,
+        query: &query,
+        api_key,
+        body: &body,
+    };
     json_reply(rest::handle_rest(&app.service, call).await)
 }
 
@@ -367,7 +413,11 @@ async fn gate_request(app: &App, request: Request<Incoming>, operation: &str) ->
         Ok(body) => body,
         Err(error) => return json_reply(error.json(app)),
     };
-    let call = rest::GateCall { operation, api_key, body: &body };
+    let call = rest::GateCall {
+        operation,
+        api_key,
+        body: &body,
+    };
     json_reply(rest::handle_gate(&app.service, call).await)
 }
 
@@ -378,7 +428,9 @@ fn json_reply(reply: JsonReply) -> Reply {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = plain(status, JSON, reply.body);
     if let Some(allow) = reply.allow {
-        response.headers_mut().insert("allow", HeaderValue::from_static(allow));
+        response
+            .headers_mut()
+            .insert("allow", HeaderValue::from_static(allow));
     }
     response
 }
@@ -392,7 +444,11 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
     };
     let answer = |status: u16, message: &str| {
         let body = serde_json::json!({ "status": status, "message": message }).to_string();
-        plain(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), JSON, body)
+        plain(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            JSON,
+            body,
+        )
     };
     let Some(operator) = app.operators.get(name) else {
         return answer(404, "no such operator");
@@ -408,12 +464,19 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
     let Some(refund_id) = message.refund_id else {
         return answer(400, "refundId is missing");
     };
-    match app.service.operator_callback(name, refund_id, message.answer()).await {
+    match app
+        .service
+        .operator_callback(name, refund_id, message.answer())
+        .await
+    {
         Ok(Some(CallbackOutcome::Settled)) => answer(200, "settled"),
         Ok(Some(CallbackOutcome::Ignored)) => answer(200, "ignored: nothing to change"),
         Ok(None) => answer(404, "no such refund for this operator"),
         Err(error) => {
-            tracing::error!(error = format!("{:#}", anyhow::Error::from(error)), "callback failed");
+            tracing::error!(
+                error = format!("{:#}", anyhow::Error::from(error)),
+                "callback failed"
+            );
             answer(500, "the gateway failed; the cause is in its log")
         }
     }
@@ -459,7 +522,10 @@ impl BodyError {
     fn message(&self, app: &App) -> String {
         match self {
             BodyError::TooLarge => {
-                format!("the request body is larger than {} bytes", app.config.max_body_bytes)
+                format!(
+                    "the request body is larger than {} bytes",
+                    app.config.max_body_bytes
+                )
             }
             BodyError::Timeout => "the request body did not arrive in time".to_owned(),
             BodyError::Broken => "the request body could not be read".to_owned(),
@@ -502,7 +568,9 @@ fn api_key_of(request: &Request<Incoming>) -> Option<String> {
     }
     let authorization = header(request, "authorization")?;
     let (scheme, key) = authorization.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_owned())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim().to_owned())
 }
 
 fn header<'r>(request: &'r Request<Incoming>, name: &str) -> Option<&'r str> {

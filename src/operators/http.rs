@@ -55,12 +55,19 @@ pub struct OperatorMessage {
 impl OperatorMessage {
     pub fn answer(self) -> OperatorAnswer {
         match self.status.as_str() {
-            "completed" => OperatorAnswer::Completed { external_id: self.operator_refund_id.unwrap_or_default() },
+            "completed" => OperatorAnswer::Completed {
+                external_id: self.operator_refund_id.unwrap_or_default(),
+            },
             "declined" => OperatorAnswer::Declined {
-                reason: format!("declined by the operator: {}", self.reason.unwrap_or_default()),
+                reason: format!(
+                    "declined by the operator: {}",
+                    self.reason.unwrap_or_default()
+                ),
             },
             "accepted" | "processing" => OperatorAnswer::Accepted,
-            other => OperatorAnswer::Uncertain { error: format!("unknown status '{}' from the operator", shorten(other)) },
+            other => OperatorAnswer::Uncertain {
+                error: format!("unknown status '{}' from the operator", shorten(other)),
+            },
         }
     }
 }
@@ -86,33 +93,55 @@ pub fn verify(secret: &[u8], message: &[u8], signature: Option<&str>) -> bool {
 }
 
 impl HttpOperator {
-    pub fn new(url: &str, secret: Vec<u8>, timeout_ms: u64, poll_after_ms: i64) -> anyhow::Result<HttpOperator> {
+    pub fn new(
+        url: &str,
+        secret: Vec<u8>,
+        timeout_ms: u64,
+        poll_after_ms: i64,
+    ) -> anyhow::Result<HttpOperator> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(timeout_ms))
             .connect_timeout(Duration::from_millis(timeout_ms.min(5_000)))
             .build()
             .context("building the operator HTTP client")?;
-        Ok(HttpOperator { url: url.trim_end_matches('/').to_owned(), secret, client, poll_after_ms })
+        Ok(HttpOperator {
+            url: url.trim_end_matches('/').to_owned(),
+            secret,
+            client,
+            poll_after_ms,
+        })
     }
 
-    async fn answer(response: Result<reqwest::Response, reqwest::Error>, query: bool) -> OperatorAnswer {
+    async fn answer(
+        response: Result<reqwest::Response, reqwest::Error>,
+        query: bool,
+    ) -> OperatorAnswer {
         let response = match response {
             Ok(response) => response,
-            Err(error) => return OperatorAnswer::Uncertain { error: format!("operator unreachable or slow: {error}") },
+            Err(error) => {
+                return OperatorAnswer::Uncertain {
+                    error: format!("operator unreachable or slow: {error}"),
+                };
+            }
         };
         let status = response.status().as_u16();
         let body = response.bytes().await;
         match (status, body) {
             (200..=299, Ok(body)) => match serde_json::from_slice::<OperatorMessage>(&body) {
                 Ok(message) => message.answer(),
-                Err(error) => OperatorAnswer::Uncertain { error: format!("unreadable operator answer: {error}") },
+                Err(error) => OperatorAnswer::Uncertain {
+                    error: format!("unreadable operator answer: {error}"),
+                },
             },
             (404, _) if query => OperatorAnswer::NotFound,
-            (408 | 409 | 425 | 429 | 500..=599, _) | (_, Err(_)) => {
-                OperatorAnswer::Uncertain { error: format!("operator answered HTTP {status}") }
-            }
+            (408 | 409 | 425 | 429 | 500..=599, _) | (_, Err(_)) => OperatorAnswer::Uncertain {
+                error: format!("operator answered HTTP {status}"),
+            },
             (_, Ok(body)) => OperatorAnswer::Declined {
-                reason: format!("operator refused the request: HTTP {status} {}", shorten(&String::from_utf8_lossy(&body))),
+                reason: format!(
+                    "operator refused the request: HTTP {status} {}",
+                    shorten(&String::from_utf8_lossy(&body))
+                ),
             },
         }
     }
@@ -147,7 +176,10 @@ impl Operator for HttpOperator {
             let response = self
                 .client
                 .get(format!("{}{path}", self.url))
-                .header("x-signature", signature(&self.secret, format!("GET {path}").as_bytes()))
+                .header(
+                    "x-signature",
+                    signature(&self.secret, format!("GET {path}").as_bytes()),
+                )
                 .send()
                 .await;
             HttpOperator::answer(response, true).await
@@ -184,10 +216,26 @@ mod tests {
 
     #[test]
     fn statuses_map_to_answers() {
-        let message = |status: &str| OperatorMessage { refund_id: None, status: status.to_owned(), operator_refund_id: Some("OP-1".into()), reason: None };
-        assert_eq!(message("completed").answer(), OperatorAnswer::Completed { external_id: "OP-1".into() });
+        let message = |status: &str| OperatorMessage {
+            refund_id: None,
+            status: status.to_owned(),
+            operator_refund_id: Some("OP-1".into()),
+            reason: None,
+        };
+        assert_eq!(
+            message("completed").answer(),
+            OperatorAnswer::Completed {
+                external_id: "OP-1".into()
+            }
+        );
         assert_eq!(message("processing").answer(), OperatorAnswer::Accepted);
-        assert!(matches!(message("declined").answer(), OperatorAnswer::Declined { .. }));
-        assert!(matches!(message("lost").answer(), OperatorAnswer::Uncertain { .. }));
+        assert!(matches!(
+            message("declined").answer(),
+            OperatorAnswer::Declined { .. }
+        ));
+        assert!(matches!(
+            message("lost").answer(),
+            OperatorAnswer::Uncertain { .. }
+        ));
     }
 }

@@ -76,7 +76,11 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> RetryConfig {
         let policy = RetryPolicy::default();
-        RetryConfig { base_ms: policy.base_ms, cap_ms: policy.cap_ms, lease_ms: policy.lease_ms }
+        RetryConfig {
+            base_ms: policy.base_ms,
+            cap_ms: policy.cap_ms,
+            lease_ms: policy.lease_ms,
+        }
     }
 }
 
@@ -113,7 +117,9 @@ impl Default for OperatorsConfig {
             retry: RetryConfig::default(),
             operators: HashMap::from([(
                 "sandbox".to_owned(),
-                OperatorConfig::Sandbox { settle_after_ms: sandbox::default_settle_after_ms() },
+                OperatorConfig::Sandbox {
+                    settle_after_ms: sandbox::default_settle_after_ms(),
+                },
             )]),
         }
     }
@@ -121,8 +127,10 @@ impl Default for OperatorsConfig {
 
 impl OperatorsConfig {
     pub fn load(path: &Path) -> anyhow::Result<OperatorsConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{} is not a valid operators file", path.display()))
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid operators file", path.display()))
     }
 
     /// Builds the connectors, checking that every name used is configured.
@@ -130,34 +138,60 @@ impl OperatorsConfig {
         let mut by_name: HashMap<String, Arc<dyn Operator>> = HashMap::new();
         for (name, config) in &self.operators {
             let operator: Arc<dyn Operator> = match config {
-                OperatorConfig::Sandbox { settle_after_ms } => Arc::new(sandbox::Sandbox::new(*settle_after_ms)),
-                OperatorConfig::Http { url, secret, secret_env, timeout_ms, poll_after_ms } => {
+                OperatorConfig::Sandbox { settle_after_ms } => {
+                    Arc::new(sandbox::Sandbox::new(*settle_after_ms))
+                }
+                OperatorConfig::Http {
+                    url,
+                    secret,
+                    secret_env,
+                    timeout_ms,
+                    poll_after_ms,
+                } => {
                     let secret = match (secret, secret_env) {
                         (Some(secret), None) => secret.clone(),
-                        (None, Some(variable)) => std::env::var(variable)
-                            .with_context(|| format!("operator {name}: environment variable {variable} is not set"))?,
+                        (None, Some(variable)) => std::env::var(variable).with_context(|| {
+                            format!("operator {name}: environment variable {variable} is not set")
+                        })?,
                         _ => bail!("operator {name}: give exactly one of secret and secret_env"),
                     };
-                    Arc::new(http::HttpOperator::new(url, secret.into_bytes(), *timeout_ms, *poll_after_ms)?)
+                    Arc::new(http::HttpOperator::new(
+                        url,
+                        secret.into_bytes(),
+                        *timeout_ms,
+                        *poll_after_ms,
+                    )?)
                 }
             };
             by_name.insert(name.clone(), operator);
         }
         let mut routing = OperatorRouting::single(&self.default);
         for (system, operator) in &self.payment_systems {
-            let system: i64 = system.parse().with_context(|| format!("payment_systems: '{system}' is not a paymentSystem id"))?;
+            let system: i64 = system.parse().with_context(|| {
+                format!("payment_systems: '{system}' is not a paymentSystem id")
+            })?;
             routing.by_payment_system.insert(system, operator.clone());
         }
-        for name in std::iter::once(&routing.default_operator).chain(routing.by_payment_system.values()) {
+        for name in
+            std::iter::once(&routing.default_operator).chain(routing.by_payment_system.values())
+        {
             if !by_name.contains_key(name) {
                 bail!("operator '{name}' is used but not configured under [operators.{name}]");
             }
         }
-        let retry = RetryPolicy { base_ms: self.retry.base_ms, cap_ms: self.retry.cap_ms, lease_ms: self.retry.lease_ms };
+        let retry = RetryPolicy {
+            base_ms: self.retry.base_ms,
+            cap_ms: self.retry.cap_ms,
+            lease_ms: self.retry.lease_ms,
+        };
         if retry.base_ms <= 0 || retry.cap_ms < retry.base_ms || retry.lease_ms <= 0 {
             bail!("retry: need 0 < base_ms <= cap_ms and lease_ms > 0");
         }
-        Ok(Operators { by_name, routing, retry })
+        Ok(Operators {
+            by_name,
+            routing,
+            retry,
+        })
     }
 }
 
@@ -194,6 +228,8 @@ mod tests {
     fn refuses_a_routing_to_an_unconfigured_operator() {
         let config: OperatorsConfig = toml::from_str("[payment_systems]\n27 = \"nobody\"").unwrap();
         assert!(config.build().is_err());
-        assert!(toml::from_str::<OperatorsConfig>("[operators.x]\nkind = \"carrier-pigeon\"").is_err());
+        assert!(
+            toml::from_str::<OperatorsConfig>("[operators.x]\nkind = \"carrier-pigeon\"").is_err()
+        );
     }
 }

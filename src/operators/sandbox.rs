@@ -21,9 +21,13 @@ impl Sandbox {
 
     fn outcome(job: &RefundJob) -> OperatorAnswer {
         if job.amount.minor % 100 == 13 {
-            OperatorAnswer::Declined { reason: "sandbox: amounts ending in 13 are declined".to_owned() }
+            OperatorAnswer::Declined {
+                reason: "sandbox: amounts ending in 13 are declined".to_owned(),
+            }
         } else {
-            OperatorAnswer::Completed { external_id: format!("SANDBOX-{}", job.refund_id) }
+            OperatorAnswer::Completed {
+                external_id: format!("SANDBOX-{}", job.refund_id),
+            }
         }
     }
 }

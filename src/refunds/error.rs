@@ -8,7 +8,9 @@ use rust_decimal::Decimal;
 #[derive(Debug, thiserror::Error)]
 pub enum RefundError {
     /// 1: no credentials, unknown user or wrong key.
-    #[error("authentication failed: missing or invalid credentials (userLogin and authenticateKey, or an API key)")]
+    #[error(
+        "authentication failed: missing or invalid credentials (userLogin and authenticateKey, or an API key)"
+    )]
     Unauthenticated,
     /// 1: the caller is known but lacks the scope the operation needs.
     #[error("the caller may not run this operation (needs scope '{0}')")]
@@ -139,5 +141,14 @@ impl RefundError {
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// Client text quoted back in a message, cut so that a huge value does not become a huge fault.
+pub fn quote(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }

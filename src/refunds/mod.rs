@@ -21,8 +21,9 @@ use crate::store::{Ledger, Store};
 pub use error::{OperationKind, RefundError};
 use outbox::{OperatorRouting, RetryPolicy};
 use types::{
-    JobState, JobStep, ManualDetails, MovementId, NewRefund, OperatorAnswer, Refund, RefundJob, Settlement, RefundMethod, RefundStatus, RequestedAmount,
-    Scopes, Source, SourceFilter, SourceRef, SourceType, Timestamp,
+    JobState, JobStep, ManualDetails, MovementId, NewRefund, OperatorAnswer, Refund, RefundJob,
+    RefundMethod, RefundStatus, RequestedAmount, Scopes, Settlement, Source, SourceFilter,
+    SourceRef, SourceType, Timestamp,
 };
 
 /// `addAutomaticRefund`: refund a return's or claim's outstanding value automatically.
@@ -168,7 +169,12 @@ pub enum CallbackOutcome {
 }
 
 impl RefundService {
-    pub fn new(store: Store, clock: Clock, timezone: Tz, routing: OperatorRouting) -> RefundService {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        timezone: Tz,
+        routing: OperatorRouting,
+    ) -> RefundService {
         RefundService {
             store,
             clock,
@@ -184,7 +190,11 @@ impl RefundService {
     }
 
     /// Claims the outbox jobs due now (see `Ledger::claim_due_jobs`).
-    pub async fn claim_jobs(&self, policy: RetryPolicy, limit: u32) -> Result<Vec<RefundJob>, RefundError> {
+    pub async fn claim_jobs(
+        &self,
+        policy: RetryPolicy,
+        limit: u32,
+    ) -> Result<Vec<RefundJob>, RefundError> {
         let now_ms = system_millis();
         self.store
             .write(move |ledger| Ok(ledger.claim_due_jobs(now_ms, policy.lease_ms, limit)?))
@@ -206,10 +216,18 @@ impl RefundService {
         self.store
             .write(move |ledger| {
                 let current = ledger.job(job.refund_id)?;
-                let Some(current) = current.filter(|current| current.state != JobState::Done) else {
+                let Some(current) = current.filter(|current| current.state != JobState::Done)
+                else {
                     return Ok(None);
                 };
-                let step = outbox::plan(&current, answer, &policy, poll_after_ms, now_ms, jitter_permille);
+                let step = outbox::plan(
+                    &current,
+                    answer,
+                    &policy,
+                    poll_after_ms,
+                    now_ms,
+                    jitter_permille,
+                );
                 ledger.record_job_step(&step, now_ms)?;
                 if let Some(settlement) = &step.settlement {
                     ledger.settle(job.refund_id, settlement)?;
@@ -231,14 +249,19 @@ impl RefundService {
         let operator = operator.to_owned();
         self.store
             .write(move |ledger| {
-                let Some(job) = ledger.job(refund_id)?.filter(|job| job.operator == operator) else {
+                let Some(job) = ledger
+                    .job(refund_id)?
+                    .filter(|job| job.operator == operator)
+                else {
                     return Ok(None);
                 };
                 if job.state == JobState::Done {
                     return Ok(Some(CallbackOutcome::Ignored));
                 }
                 let settlement = match answer {
-                    OperatorAnswer::Completed { external_id } => Settlement::Completed { external_id },
+                    OperatorAnswer::Completed { external_id } => {
+                        Settlement::Completed { external_id }
+                    }
                     OperatorAnswer::Declined { reason } => Settlement::Failed { reason },
                     _ => return Ok(Some(CallbackOutcome::Ignored)),
                 };
@@ -270,7 +293,11 @@ impl RefundService {
     /// Legacy: `authenticateKey = sha1(YYYYMMDD + sha1(password))` in lowercase hex, with the
     /// shop's local date of yesterday, today or tomorrow (clients' clocks and time zones drift
     /// around midnight). API key: its SHA-256 names a key that is not revoked.
-    pub async fn authenticate(&self, credentials: Option<Credentials>, needs: Scope) -> Result<Caller, RefundError> {
+    pub async fn authenticate(
+        &self,
+        credentials: Option<Credentials>,
+        needs: Scope,
+    ) -> Result<Caller, RefundError> {
         let caller = match credentials.ok_or(RefundError::Unauthenticated)? {
             Credentials::Legacy(legacy) => self.legacy_caller(legacy).await?,
             Credentials::ApiKey(key) => self.api_key_caller(&key).await?,
@@ -284,20 +311,35 @@ impl RefundService {
     async fn legacy_caller(&self, credentials: LegacyCredentials) -> Result<Caller, RefundError> {
         let dates = neighbouring_local_dates(self.clock.now(), self.timezone);
         let login = credentials.login.clone();
-        let user = self.store.read(move |ledger| ledger.api_user(&login).map_err(RefundError::from)).await?;
+        let user = self
+            .store
+            .read(move |ledger| ledger.api_user(&login).map_err(RefundError::from))
+            .await?;
         let user = user.ok_or(RefundError::Unauthenticated)?;
         let key = credentials.key.trim().to_ascii_lowercase();
-        if !dates.iter().any(|date| legacy_key(date, &user.password_sha1_hex) == key) {
+        if !dates
+            .iter()
+            .any(|date| legacy_key(date, &user.password_sha1_hex) == key)
+        {
             return Err(RefundError::Unauthenticated);
         }
-        Ok(Caller { login: user.login, scopes: user.scopes })
+        Ok(Caller {
+            login: user.login,
+            scopes: user.scopes,
+        })
     }
 
     async fn api_key_caller(&self, key: &str) -> Result<Caller, RefundError> {
         let digest = api_key_digest(key.trim());
-        let found = self.store.read(move |ledger| ledger.api_key(&digest).map_err(RefundError::from)).await?;
+        let found = self
+            .store
+            .read(move |ledger| ledger.api_key(&digest).map_err(RefundError::from))
+            .await?;
         match found {
-            Some(key) if key.revoked_at.is_none() => Ok(Caller { login: format!("key:{}", key.name), scopes: key.scopes }),
+            Some(key) if key.revoked_at.is_none() => Ok(Caller {
+                login: format!("key:{}", key.name),
+                scopes: key.scopes,
+            }),
             _ => Err(RefundError::Unauthenticated),
         }
     }
@@ -422,7 +464,8 @@ pub fn legacy_key(date: &str, password_sha1_hex: &str) -> String {
 /// A new random API key: `rgk_` and 43 URL-safe characters (256 bits).
 pub fn new_api_key() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness for a key: {error}"))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|error| anyhow::anyhow!("no randomness for a key: {error}"))?;
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut key = String::from("rgk_");
     let mut bits: u32 = 0;
@@ -468,7 +511,7 @@ fn checked_amount(requested: &RequestedAmount, currency: Currency) -> Result<Mon
     let Some(given) = Currency::parse(&requested.currency) else {
         return Err(RefundError::InvalidCurrency(format!(
             "'{}' is not an ISO 4217 currency code",
-            requested.currency
+            error::quote(&requested.currency)
         )));
     };
     if given != currency {
@@ -731,7 +774,11 @@ fn confirm_refund(
                 return Err(RefundError::MissingExternalTransactionId(payment_id));
             }
             // Handed to the operator: the job that sends it commits with the confirmation.
-            ledger.enqueue_job(refund.id, routing.operator_for(payment.payment_system), system_millis())?;
+            ledger.enqueue_job(
+                refund.id,
+                routing.operator_for(payment.payment_system),
+                system_millis(),
+            )?;
             RefundStatus::Processing
         }
     };

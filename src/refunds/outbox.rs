@@ -20,7 +20,10 @@ pub struct OperatorRouting {
 impl OperatorRouting {
     /// Every payment system goes to one operator.
     pub fn single(operator: &str) -> OperatorRouting {
-        OperatorRouting { default_operator: operator.to_owned(), by_payment_system: HashMap::new() }
+        OperatorRouting {
+            default_operator: operator.to_owned(),
+            by_payment_system: HashMap::new(),
+        }
     }
 
     pub fn operator_for(&self, payment_system: Option<i64>) -> &str {
@@ -41,7 +44,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        RetryPolicy { base_ms: 1_000, cap_ms: 300_000, lease_ms: 60_000 }
+        RetryPolicy {
+            base_ms: 1_000,
+            cap_ms: 300_000,
+            lease_ms: 60_000,
+        }
     }
 }
 
@@ -50,7 +57,10 @@ impl RetryPolicy {
     /// (800–1200 spreads retries by ±20%).
     pub fn backoff_ms(&self, attempts: u32, jitter_permille: i64) -> i64 {
         let exponent = attempts.saturating_sub(1).min(30);
-        let plain = self.base_ms.saturating_mul(1i64 << exponent).min(self.cap_ms);
+        let plain = self
+            .base_ms
+            .saturating_mul(1i64 << exponent)
+            .min(self.cap_ms);
         plain.saturating_mul(jitter_permille) / 1000
     }
 }
@@ -75,9 +85,12 @@ pub fn plan(
         settlement,
     };
     match answer {
-        OperatorAnswer::Completed { external_id } => {
-            step(JobState::Done, now_ms, None, Some(Settlement::Completed { external_id }))
-        }
+        OperatorAnswer::Completed { external_id } => step(
+            JobState::Done,
+            now_ms,
+            None,
+            Some(Settlement::Completed { external_id }),
+        ),
         OperatorAnswer::Declined { reason } => step(
             JobState::Done,
             now_ms,
@@ -88,7 +101,10 @@ pub fn plan(
         OperatorAnswer::NotFound => step(
             JobState::Send,
             now_ms,
-            Some("the operator has no record of the refund; sending it again under the same key".to_owned()),
+            Some(
+                "the operator has no record of the refund; sending it again under the same key"
+                    .to_owned(),
+            ),
             None,
         ),
         OperatorAnswer::Uncertain { error } => step(
@@ -115,13 +131,20 @@ mod tests {
             last_error: None,
             created_ms: 0,
             payment_external_id: "PAYU-1".to_owned(),
-            amount: Money { minor: 1000, currency: Currency::parse("PLN").unwrap() },
+            amount: Money {
+                minor: 1000,
+                currency: Currency::parse("PLN").unwrap(),
+            },
         }
     }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let policy = RetryPolicy { base_ms: 100, cap_ms: 1_000, lease_ms: 5_000 };
+        let policy = RetryPolicy {
+            base_ms: 100,
+            cap_ms: 1_000,
+            lease_ms: 5_000,
+        };
         let waits: Vec<i64> = (1..=6).map(|n| policy.backoff_ms(n, 1000)).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1_000, 1_000]);
         assert_eq!(policy.backoff_ms(2, 800), 160);
@@ -131,9 +154,25 @@ mod tests {
 
     #[test]
     fn uncertain_answers_lead_to_a_status_query_never_a_failure() {
-        let policy = RetryPolicy { base_ms: 100, cap_ms: 1_000, lease_ms: 5_000 };
-        let step = plan(&job(JobState::Send, 0), OperatorAnswer::Uncertain { error: "timeout".into() }, &policy, 50, 10_000, 1000);
-        assert_eq!((step.state, step.attempts, step.next_attempt_ms), (JobState::Query, 1, 10_100));
+        let policy = RetryPolicy {
+            base_ms: 100,
+            cap_ms: 1_000,
+            lease_ms: 5_000,
+        };
+        let step = plan(
+            &job(JobState::Send, 0),
+            OperatorAnswer::Uncertain {
+                error: "timeout".into(),
+            },
+            &policy,
+            50,
+            10_000,
+            1000,
+        );
+        assert_eq!(
+            (step.state, step.attempts, step.next_attempt_ms),
+            (JobState::Query, 1, 10_100)
+        );
         assert_eq!(step.settlement, None);
         assert_eq!(step.last_error.as_deref(), Some("timeout"));
     }
@@ -141,20 +180,62 @@ mod tests {
     #[test]
     fn only_a_missing_refund_is_sent_again() {
         let policy = RetryPolicy::default();
-        let step = plan(&job(JobState::Query, 3), OperatorAnswer::NotFound, &policy, 50, 7, 1000);
+        let step = plan(
+            &job(JobState::Query, 3),
+            OperatorAnswer::NotFound,
+            &policy,
+            50,
+            7,
+            1000,
+        );
         assert_eq!((step.state, step.next_attempt_ms), (JobState::Send, 7));
-        let step = plan(&job(JobState::Send, 0), OperatorAnswer::Accepted, &policy, 50, 7, 1000);
+        let step = plan(
+            &job(JobState::Send, 0),
+            OperatorAnswer::Accepted,
+            &policy,
+            50,
+            7,
+            1000,
+        );
         assert_eq!((step.state, step.next_attempt_ms), (JobState::Query, 57));
     }
 
     #[test]
     fn definite_answers_settle() {
         let policy = RetryPolicy::default();
-        let done = plan(&job(JobState::Query, 1), OperatorAnswer::Completed { external_id: "X1".into() }, &policy, 50, 7, 1000);
+        let done = plan(
+            &job(JobState::Query, 1),
+            OperatorAnswer::Completed {
+                external_id: "X1".into(),
+            },
+            &policy,
+            50,
+            7,
+            1000,
+        );
         assert_eq!(done.state, JobState::Done);
-        assert_eq!(done.settlement, Some(Settlement::Completed { external_id: "X1".into() }));
-        let declined = plan(&job(JobState::Send, 0), OperatorAnswer::Declined { reason: "card closed".into() }, &policy, 50, 7, 1000);
-        assert_eq!(declined.settlement, Some(Settlement::Failed { reason: "card closed".into() }));
+        assert_eq!(
+            done.settlement,
+            Some(Settlement::Completed {
+                external_id: "X1".into()
+            })
+        );
+        let declined = plan(
+            &job(JobState::Send, 0),
+            OperatorAnswer::Declined {
+                reason: "card closed".into(),
+            },
+            &policy,
+            50,
+            7,
+            1000,
+        );
+        assert_eq!(
+            declined.settlement,
+            Some(Settlement::Failed {
+                reason: "card closed".into()
+            })
+        );
     }
 
     #[test]

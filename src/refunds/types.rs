@@ -279,7 +279,9 @@ impl JobState {
     }
 
     pub fn parse(word: &str) -> Option<JobState> {
-        [JobState::Send, JobState::Query, JobState::Done].into_iter().find(|s| s.as_str() == word)
+        [JobState::Send, JobState::Query, JobState::Done]
+            .into_iter()
+            .find(|s| s.as_str() == word)
     }
 }
 

@@ -34,7 +34,12 @@ pub struct JsonReply {
 
 impl JsonReply {
     fn new(status: u16, body: &Value) -> JsonReply {
-        JsonReply { status, body: body.to_string(), allow: None, operation: None }
+        JsonReply {
+            status,
+            body: body.to_string(),
+            allow: None,
+            operation: None,
+        }
     }
 
     /// An error answer: `{"errors": {"faultCode", "faultString"}}`.
@@ -57,15 +62,42 @@ pub trait JsonOperation: Operation {
 
 /// Each operation's REST verb and path segment; the OpenAPI document must list exactly these.
 pub const ROUTES: [(&str, &str); 9] = [
-    (AddAutomaticRefundOp::NAME, <AddAutomaticRefundOp as JsonOperation>::METHOD),
-    (AddAutomaticRefundForOrderOp::NAME, <AddAutomaticRefundForOrderOp as JsonOperation>::METHOD),
-    (AddManualRefundOp::NAME, <AddManualRefundOp as JsonOperation>::METHOD),
-    (GetPossibleAutoRefundsOp::NAME, <GetPossibleAutoRefundsOp as JsonOperation>::METHOD),
-    (GetRefundStatusOp::NAME, <GetRefundStatusOp as JsonOperation>::METHOD),
-    (UpdateRefundOp::NAME, <UpdateRefundOp as JsonOperation>::METHOD),
-    (ConfirmRefundOp::NAME, <ConfirmRefundOp as JsonOperation>::METHOD),
-    (CancelRefundOp::NAME, <CancelRefundOp as JsonOperation>::METHOD),
-    (RetrieveRefundsListOp::NAME, <RetrieveRefundsListOp as JsonOperation>::METHOD),
+    (
+        AddAutomaticRefundOp::NAME,
+        <AddAutomaticRefundOp as JsonOperation>::METHOD,
+    ),
+    (
+        AddAutomaticRefundForOrderOp::NAME,
+        <AddAutomaticRefundForOrderOp as JsonOperation>::METHOD,
+    ),
+    (
+        AddManualRefundOp::NAME,
+        <AddManualRefundOp as JsonOperation>::METHOD,
+    ),
+    (
+        GetPossibleAutoRefundsOp::NAME,
+        <GetPossibleAutoRefundsOp as JsonOperation>::METHOD,
+    ),
+    (
+        GetRefundStatusOp::NAME,
+        <GetRefundStatusOp as JsonOperation>::METHOD,
+    ),
+    (
+        UpdateRefundOp::NAME,
+        <UpdateRefundOp as JsonOperation>::METHOD,
+    ),
+    (
+        ConfirmRefundOp::NAME,
+        <ConfirmRefundOp as JsonOperation>::METHOD,
+    ),
+    (
+        CancelRefundOp::NAME,
+        <CancelRefundOp as JsonOperation>::METHOD,
+    ),
+    (
+        RetrieveRefundsListOp::NAME,
+        <RetrieveRefundsListOp as JsonOperation>::METHOD,
+    ),
 ];
 
 /// A REST call as the server hands it over.
@@ -89,14 +121,20 @@ pub async fn handle_rest(service: &RefundService, call: RestCall<'_>) -> JsonRep
 
 fn not_found(operation: &str) -> JsonReply {
     let name: String = operation.chars().take(64).collect();
-    let message = format!("unknown operation '{name}'; this API offers: {}", OPERATION_NAMES.join(", "));
+    let message = format!(
+        "unknown operation '{name}'; this API offers: {}",
+        OPERATION_NAMES.join(", ")
+    );
     JsonReply::error(404, 2, &message)
 }
 
 async fn rest<Op: JsonOperation>(service: &RefundService, request: &RestCall<'_>) -> JsonReply {
-    if !request.method.eq_ignore_ascii_case(Op::METHOD) {
+    if request.method != Op::METHOD {
         let message = format!("{} takes {}", Op::NAME, Op::METHOD);
-        return JsonReply { allow: Some(Op::METHOD), ..JsonReply::error(405, 2, &message) };
+        return JsonReply {
+            allow: Some(Op::METHOD),
+            ..JsonReply::error(405, 2, &message)
+        };
     }
     let credentials = request.api_key.clone().map(Credentials::ApiKey);
     let outcome = if Op::METHOD == "GET" {
@@ -109,7 +147,10 @@ async fn rest<Op: JsonOperation>(service: &RefundService, request: &RestCall<'_>
         }
     };
     let mut reply = match outcome {
-        Ok(response) => JsonReply::new(200, &Value::Object(Op::result_json(&response, service.timezone()))),
+        Ok(response) => JsonReply::new(
+            200,
+            &Value::Object(Op::result_json(&response, service.timezone())),
+        ),
         Err(error) => {
             log_error(Op::NAME, &error);
             let status = match &error {
@@ -147,30 +188,46 @@ pub async fn handle_gate(service: &RefundService, call: GateCall<'_>) -> JsonRep
 async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>) -> JsonReply {
     let document = match json_object(request.body) {
         Ok(document) => document,
-        Err(error) => return JsonReply::error(422, error.fault_code(Op::KIND), &error.public_message()),
+        Err(error) => {
+            return JsonReply::error(422, error.fault_code(Op::KIND), &error.public_message());
+        }
     };
     let credentials = match &request.api_key {
         Some(key) => Some(Credentials::ApiKey(key.clone())),
-        None => document.get("authenticate").and_then(Value::as_object).and_then(legacy_credentials),
+        None => document
+            .get("authenticate")
+            .and_then(Value::as_object)
+            .and_then(legacy_credentials),
     };
     let params = match document.get("params") {
         Some(Value::Object(params)) => Ok(params),
-        _ => Err(RefundError::InvalidParameters("params must be a JSON object".to_owned())),
+        _ => Err(RefundError::InvalidParameters(
+            "params must be a JSON object".to_owned(),
+        )),
     };
     let outcome = call::<Op, _>(service, credentials, params).await;
     let mut body = Map::new();
     match outcome {
         Ok(response) => {
-            body.insert("errors".to_owned(), json!({ "faultCode": 0, "faultString": "" }));
+            body.insert(
+                "errors".to_owned(),
+                json!({ "faultCode": 0, "faultString": "" }),
+            );
             body.extend(Op::result_json(&response, service.timezone()));
         }
         Err(error) => {
             log_error(Op::NAME, &error);
             let code = error.fault_code(Op::KIND);
-            body.insert("errors".to_owned(), json!({ "faultCode": code, "faultString": error.public_message() }));
+            body.insert(
+                "errors".to_owned(),
+                json!({ "faultCode": code, "faultString": error.public_message() }),
+            );
         }
     }
-    JsonReply { operation: Some(Op::NAME), ..JsonReply::new(200, &Value::Object(body)) }
+    JsonReply {
+        operation: Some(Op::NAME),
+        ..JsonReply::new(200, &Value::Object(body))
+    }
 }
 
 fn log_error(operation: &str, error: &RefundError) {
@@ -199,8 +256,12 @@ fn legacy_credentials(authenticate: &Map<String, Value>) -> Option<Credentials> 
 fn json_object(body: &[u8]) -> Result<Map<String, Value>, RefundError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(RefundError::InvalidParameters("the body must be a JSON object".to_owned())),
-        Err(error) => Err(RefundError::InvalidParameters(format!("the body is not valid JSON: {error}"))),
+        Ok(_) => Err(RefundError::InvalidParameters(
+            "the body must be a JSON object".to_owned(),
+        )),
+        Err(error) => Err(RefundError::InvalidParameters(format!(
+            "the body is not valid JSON: {error}"
+        ))),
     }
 }
 
@@ -208,7 +269,9 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, RefundError> {
 fn body_params(body: &[u8]) -> Result<Map<String, Value>, RefundError> {
     match json_object(body)?.remove("params") {
         Some(Value::Object(params)) => Ok(params),
-        _ => Err(RefundError::InvalidParameters("the body must be {\"params\": {…}}".to_owned())),
+        _ => Err(RefundError::InvalidParameters(
+            "the body must be {\"params\": {…}}".to_owned(),
+        )),
     }
 }
 
@@ -217,7 +280,7 @@ impl Params for Map<String, Value> {
         match self.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(text)) => Ok(Some(Scalar::Text(Cow::Borrowed(text)))),
-            // With serde_json's arbitrary precision, a number's text is exactly what was sent.
+            // With serde_json's arbitrary precision, a number keeps all its digits (never an f64).
             Some(Value::Number(number)) => Ok(Some(Scalar::Number(number.to_string()))),
             Some(Value::Bool(flag)) => Ok(Some(Scalar::Bool(*flag))),
             Some(Value::Array(_)) => Err("an array"),
@@ -225,8 +288,13 @@ impl Params for Map<String, Value> {
         }
     }
 
-    fn nested(&self, name: &str) -> Option<&Map<String, Value>> {
-        self.get(name).and_then(Value::as_object)
+    fn nested(&self, name: &str) -> Result<Option<&Map<String, Value>>, &'static str> {
+        match self.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(object)) => Ok(Some(object)),
+            Some(Value::Array(_)) => Err("an array"),
+            Some(_) => Err("a single value"),
+        }
     }
 }
 
@@ -237,7 +305,11 @@ pub struct QueryParams {
 
 impl QueryParams {
     pub fn parse(query: &str) -> QueryParams {
-        QueryParams { pairs: form_urlencoded::parse(query.as_bytes()).into_owned().collect() }
+        QueryParams {
+            pairs: form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        }
     }
 }
 
@@ -247,15 +319,17 @@ impl Params for QueryParams {
         Ok(value.map(|(_, value)| Scalar::Text(Cow::Borrowed(value.as_str()))))
     }
 
-    fn nested(&self, _name: &str) -> Option<&QueryParams> {
-        None
+    fn nested(&self, _name: &str) -> Result<Option<&QueryParams>, &'static str> {
+        Ok(None)
     }
 }
 
 /// An amount as a JSON number written exactly (`10.50`, never a binary float).
 fn money(amount: &Money) -> Value {
     let text = amount.to_decimal().to_string();
-    serde_json::from_str::<Number>(&text).map(Value::Number).unwrap_or(Value::String(text))
+    serde_json::from_str::<Number>(&text)
+        .map(Value::Number)
+        .unwrap_or(Value::String(text))
 }
 
 fn result(fields: Value) -> Map<String, Value> {
@@ -359,7 +433,10 @@ impl JsonOperation for RetrieveRefundsListOp {
         let mut object = Map::new();
         object.insert("results".to_owned(), Value::Array(results));
         object.insert("resultsNumberAll".to_owned(), json!(page.total));
-        object.insert("resultsNumberPage".to_owned(), json!(page.total.div_ceil(u64::from(page.limit))));
+        object.insert(
+            "resultsNumberPage".to_owned(),
+            json!(page.total.div_ceil(u64::from(page.limit))),
+        );
         object.insert("resultsPage".to_owned(), json!(page.page));
         object.insert("resultsLimit".to_owned(), json!(page.limit));
         object

@@ -106,8 +106,8 @@ impl Params for Element {
         }
     }
 
-    fn nested(&self, name: &str) -> Option<&Element> {
-        self.child(name).filter(|child| !child.nil)
+    fn nested(&self, name: &str) -> Result<Option<&Element>, &'static str> {
+        Ok(self.child(name).filter(|child| !child.nil))
     }
 }
 
@@ -209,11 +209,12 @@ impl<'i, 'l> Parser<'i, 'l> {
             match event {
                 Event::Decl(declaration) => {
                     if let Some(Ok(encoding)) = declaration.encoding()
-                        && !encoding.eq_ignore_ascii_case("utf-8") {
-                            return Err(self.client(format!(
-                                "the request declares encoding '{encoding}'; send UTF-8"
-                            )));
-                        }
+                        && !encoding.eq_ignore_ascii_case("utf-8")
+                    {
+                        return Err(self.client(format!(
+                            "the request declares encoding '{encoding}'; send UTF-8"
+                        )));
+                    }
                 }
                 Event::DocType(_) => {
                     return Err(
@@ -230,7 +231,9 @@ impl<'i, 'l> Parser<'i, 'l> {
                     let character = match reference.resolve_char_ref() {
                         Ok(Some(character)) if is_xml_char(character) => character,
                         Ok(Some(_)) => {
-                            return Err(self.client("a character reference to a character XML does not allow"));
+                            return Err(self.client(
+                                "a character reference to a character XML does not allow",
+                            ));
                         }
                         Ok(None) => match &*reference.xml10_content() {
                             "amp" => '&',

@@ -11,8 +11,8 @@ use chrono_tz::Tz;
 use crate::clock::format_local_datetime;
 use crate::operations::{
     AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CancelRefundOp,
-    ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, Operation,
-    RetrieveRefundsListOp, UpdateRefundOp, call,
+    ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, Operation, RetrieveRefundsListOp,
+    UpdateRefundOp, call,
 };
 use crate::refunds::types::Refund;
 use crate::refunds::{Credentials, LegacyCredentials, RefundError, RefundService};

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::Context as _;
 
 use crate::refunds::types::{
-    ApiKey, ApiUser, JobStep, MovementId, RefundJob, Settlement, NewRefund, Order, Payment, Refund, RefundStatus, Scopes, Source, SourceFilter,
-    SourceRef, Timestamp,
+    ApiKey, ApiUser, JobStep, MovementId, NewRefund, Order, Payment, Refund, RefundJob,
+    RefundStatus, Scopes, Settlement, Source, SourceFilter, SourceRef, Timestamp,
 };
 use crate::shop::ShopData;
 
@@ -62,10 +62,20 @@ pub trait Ledger {
     fn cancel(&mut self, refund_id: MovementId) -> anyhow::Result<()>;
 
     /// Adds the outbox job that sends a just-confirmed automatic refund to `operator`.
-    fn enqueue_job(&mut self, refund_id: MovementId, operator: &str, now_ms: i64) -> anyhow::Result<()>;
+    fn enqueue_job(
+        &mut self,
+        refund_id: MovementId,
+        operator: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<()>;
     /// Claims up to `limit` jobs due at `now_ms`, leasing each until `now_ms + lease_ms` so that
     /// a worker that dies mid-step leaves the job to be retried after the lease.
-    fn claim_due_jobs(&mut self, now_ms: i64, lease_ms: i64, limit: u32) -> anyhow::Result<Vec<RefundJob>>;
+    fn claim_due_jobs(
+        &mut self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<RefundJob>>;
     fn job(&mut self, refund_id: MovementId) -> anyhow::Result<Option<RefundJob>>;
     /// Records what the worker will do next for a job.
     fn record_job_step(&mut self, step: &JobStep, now_ms: i64) -> anyhow::Result<()>;
@@ -221,7 +231,13 @@ impl Maintenance {
     }
 
     /// Creates an API key named `name` from the key's SHA-256; fails if the name is taken.
-    pub fn create_api_key(&mut self, name: &str, key_sha256: &str, scopes: Scopes, now: Timestamp) -> anyhow::Result<()> {
+    pub fn create_api_key(
+        &mut self,
+        name: &str,
+        key_sha256: &str,
+        scopes: Scopes,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
         sqlite::create_api_key(&mut self.connection, name, key_sha256, scopes, now)
     }
 

@@ -9,8 +9,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use super::Ledger;
 use crate::money::{Currency, Money};
 use crate::refunds::types::{
-    ApiKey, ApiUser, JobState, JobStep, ManualDetails, RefundJob, Settlement, MovementId, NewRefund, Order, Payment, Refund, RefundMethod,
-    RefundStatus, Scopes, Source, SourceFilter, SourceRef, SourceType, Timestamp,
+    ApiKey, ApiUser, JobState, JobStep, ManualDetails, MovementId, NewRefund, Order, Payment,
+    Refund, RefundJob, RefundMethod, RefundStatus, Scopes, Settlement, Source, SourceFilter,
+    SourceRef, SourceType, Timestamp,
 };
 use crate::shop::ShopData;
 
@@ -342,10 +343,18 @@ impl Ledger for SqliteLedger<'_> {
         let mut statement = self.connection.prepare_cached(
             "SELECT name, scopes, created_at, revoked_at FROM api_keys WHERE key_sha256 = ?1",
         )?;
-        statement.query_row([key_sha256], api_key_from_row).optional()?.transpose()
+        statement
+            .query_row([key_sha256], api_key_from_row)
+            .optional()?
+            .transpose()
     }
 
-    fn enqueue_job(&mut self, refund_id: MovementId, operator: &str, now_ms: i64) -> anyhow::Result<()> {
+    fn enqueue_job(
+        &mut self,
+        refund_id: MovementId,
+        operator: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         self.connection
             .prepare_cached(
                 "INSERT INTO outbox (refund_id, operator, state, next_attempt_ms, created_ms, updated_ms)
@@ -356,7 +365,12 @@ impl Ledger for SqliteLedger<'_> {
         Ok(())
     }
 
-    fn claim_due_jobs(&mut self, now_ms: i64, lease_ms: i64, limit: u32) -> anyhow::Result<Vec<RefundJob>> {
+    fn claim_due_jobs(
+        &mut self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<RefundJob>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM {JOB_FROM}
              WHERE o.state <> 'done' AND o.next_attempt_ms <= ?1
@@ -367,9 +381,9 @@ impl Ledger for SqliteLedger<'_> {
             .prepare_cached(&sql)?
             .query_map(params![now_ms, limit], job_from_row)?
             .collect::<Result<_, _>>()?;
-        let mut lease = self
-            .connection
-            .prepare_cached("UPDATE outbox SET next_attempt_ms = ?2, updated_ms = ?3 WHERE refund_id = ?1")?;
+        let mut lease = self.connection.prepare_cached(
+            "UPDATE outbox SET next_attempt_ms = ?2, updated_ms = ?3 WHERE refund_id = ?1",
+        )?;
         for job in &jobs {
             lease.execute(params![job.refund_id, now_ms + lease_ms, now_ms])?;
         }
@@ -378,7 +392,11 @@ impl Ledger for SqliteLedger<'_> {
 
     fn job(&mut self, refund_id: MovementId) -> anyhow::Result<Option<RefundJob>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE o.refund_id = ?1");
-        Ok(self.connection.prepare_cached(&sql)?.query_row([refund_id], job_from_row).optional()?)
+        Ok(self
+            .connection
+            .prepare_cached(&sql)?
+            .query_row([refund_id], job_from_row)
+            .optional()?)
     }
 
     fn record_job_step(&mut self, step: &JobStep, now_ms: i64) -> anyhow::Result<()> {
@@ -414,7 +432,9 @@ impl Ledger for SqliteLedger<'_> {
                 .execute(params![refund_id, external_id])?,
             Settlement::Failed { .. } => self
                 .connection
-                .prepare_cached("UPDATE refunds SET status = 'Failed' WHERE id = ?1 AND status = 'Processing'")?
+                .prepare_cached(
+                    "UPDATE refunds SET status = 'Failed' WHERE id = ?1 AND status = 'Processing'",
+                )?
                 .execute([refund_id])?,
         };
         ensure_one_row(changed, refund_id)
@@ -496,11 +516,13 @@ impl Ledger for SqliteLedger<'_> {
 const JOB_COLUMNS: &str = "o.refund_id, o.operator, o.state, o.attempts, o.next_attempt_ms, \
      o.last_error, o.created_ms, p.external_transaction_id, r.amount_minor, r.currency";
 
-const JOB_FROM: &str = "outbox o JOIN refunds r ON r.id = o.refund_id JOIN payments p ON p.id = r.payment_id";
+const JOB_FROM: &str =
+    "outbox o JOIN refunds r ON r.id = o.refund_id JOIN payments p ON p.id = r.payment_id";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RefundJob> {
     let state: String = row.get(2)?;
-    let state = JobState::parse(&state).ok_or_else(|| conversion_error(format!("stored job state '{state}'")))?;
+    let state = JobState::parse(&state)
+        .ok_or_else(|| conversion_error(format!("stored job state '{state}'")))?;
     Ok(RefundJob {
         refund_id: row.get(0)?,
         operator: row.get(1)?,
@@ -510,7 +532,10 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RefundJob> {
         last_error: row.get(5)?,
         created_ms: row.get(6)?,
         payment_external_id: row.get::<_, Option<String>>(7)?.unwrap_or_default(),
-        amount: Money { minor: row.get(8)?, currency: currency(&row.get::<_, String>(9)?)? },
+        amount: Money {
+            minor: row.get(8)?,
+            currency: currency(&row.get::<_, String>(9)?)?,
+        },
     })
 }
 
@@ -685,7 +710,12 @@ fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRow> {
     let revoked_at = row.get(3)?;
     Ok(Scopes::parse(&scopes)
         .with_context(|| format!("stored scopes '{scopes}' of API key {name}"))
-        .map(|scopes| ApiKey { name, scopes, created_at, revoked_at }))
+        .map(|scopes| ApiKey {
+            name,
+            scopes,
+            created_at,
+            revoked_at,
+        }))
 }
 
 pub fn create_api_key(
@@ -711,13 +741,18 @@ pub fn create_api_key(
 }
 
 pub fn api_keys(connection: &mut Connection) -> anyhow::Result<Vec<ApiKey>> {
-    let mut statement = connection
-        .prepare("SELECT name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, name")?;
+    let mut statement = connection.prepare(
+        "SELECT name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, name",
+    )?;
     let rows = statement.query_map([], api_key_from_row)?;
     rows.map(|row| row?).collect()
 }
 
-pub fn revoke_api_key(connection: &mut Connection, name: &str, now: Timestamp) -> anyhow::Result<bool> {
+pub fn revoke_api_key(
+    connection: &mut Connection,
+    name: &str,
+    now: Timestamp,
+) -> anyhow::Result<bool> {
     let changed = connection.execute(
         "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
         params![name, now],

@@ -32,7 +32,12 @@ pub fn parse(xml: &str) -> Result<Node, String> {
     loop {
         let (namespace, event) = match reader.read_resolved_event() {
             Ok((namespace, event)) => (namespace_of(&namespace), event),
-            Err(error) => return Err(format!("malformed XML at byte {}: {error}", reader.error_position())),
+            Err(error) => {
+                return Err(format!(
+                    "malformed XML at byte {}: {error}",
+                    reader.error_position()
+                ));
+            }
         };
         match event {
             Event::Start(start) => {
@@ -81,7 +86,11 @@ pub fn parse(xml: &str) -> Result<Node, String> {
     Ok(root)
 }
 
-fn node_of(reader: &NsReader<&[u8]>, namespace: String, start: &BytesStart<'_>) -> Result<Node, String> {
+fn node_of(
+    reader: &NsReader<&[u8]>,
+    namespace: String,
+    start: &BytesStart<'_>,
+) -> Result<Node, String> {
     let mut attributes = Vec::new();
     for attribute in start.attributes() {
         let attribute = attribute.map_err(|e| e.to_string())?;
@@ -90,8 +99,15 @@ fn node_of(reader: &NsReader<&[u8]>, namespace: String, start: &BytesStart<'_>) 
             continue;
         }
         let (attribute_namespace, local) = reader.resolver().resolve_attribute(attribute.key);
-        let value = attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|e| e.to_string())?.into_owned();
-        attributes.push((namespace_of(&attribute_namespace), local.as_ref().to_owned(), value));
+        let value = attribute
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| e.to_string())?
+            .into_owned();
+        attributes.push((
+            namespace_of(&attribute_namespace),
+            local.as_ref().to_owned(),
+            value,
+        ));
     }
     attributes.sort();
     Ok(Node {

@@ -1,7 +1,9 @@
 //! Concurrent requests never over-refund: the writer serializes them, and the ledger's guard
 //! triggers would refuse an over-refund even if the service layer let one through.
 
-use crate::support::{TestDatabase, TestServer, client, element_text, post, soap11, soap11_headers};
+use crate::support::{
+    TestDatabase, TestServer, client, element_text, post, soap11, soap11_headers,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_parallel_adds_never_exceed_what_was_paid() {
@@ -33,19 +35,34 @@ async fn fifty_parallel_adds_never_exceed_what_was_paid() {
         }
     }
     server.stop().await;
-    assert_eq!((accepted, refused), (25, 25), "exactly the paid 250.00 is reserved");
+    assert_eq!(
+        (accepted, refused),
+        (25, 25),
+        "exactly the paid 250.00 is reserved"
+    );
 
     let connection = rusqlite::Connection::open(&database.path).expect("open ledger");
     let (paid, refunded): (i64, i64) = connection
-        .query_row("SELECT paid_minor, refunded_minor FROM orders WHERE id = 2001", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(
+            "SELECT paid_minor, refunded_minor FROM orders WHERE id = 2001",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
         .expect("order totals");
     assert_eq!((paid, refunded), (25_000, 25_000));
     let live_sum: i64 = connection
         .query_row("SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE order_id = 2001 AND status IN ('New','Processing','Completed')", [], |row| row.get(0))
         .expect("sum of refunds");
-    assert_eq!(live_sum, refunded, "the running total equals the refunds' sum");
+    assert_eq!(
+        live_sum, refunded,
+        "the running total equals the refunds' sum"
+    );
     let (payment_amount, payment_refunded): (i64, i64) = connection
-        .query_row("SELECT amount_minor, refunded_minor FROM payments WHERE id = 11", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(
+            "SELECT amount_minor, refunded_minor FROM payments WHERE id = 11",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
         .expect("payment totals");
     assert!(payment_refunded <= payment_amount);
     let automatic_sum: i64 = connection
@@ -59,27 +76,38 @@ fn the_ledger_itself_refuses_an_over_refund() {
     // Bypass the service: the guard triggers and CHECK constraints must still hold.
     let database = TestDatabase::with_test_shop();
     let connection = rusqlite::Connection::open(&database.path).expect("open ledger");
-    connection.execute("INSERT INTO movements (kind) VALUES ('refund')", []).expect("id");
+    connection
+        .execute("INSERT INTO movements (kind) VALUES ('refund')", [])
+        .expect("id");
     let id = connection.last_insert_rowid();
     let over = connection.execute(
         "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_id, amount_minor, currency, status, created_at, created_by)
          VALUES (?1, 2001, 'order', 2001, 'automatic', 11, 20001, 'PLN', 'New', 0, 'sql')",
         [id],
     );
-    assert!(over.is_err(), "a refund above the payment's 200.00 is refused by the ledger");
+    assert!(
+        over.is_err(),
+        "a refund above the payment's 200.00 is refused by the ledger"
+    );
     let wrong_currency = connection.execute(
         "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_id, amount_minor, currency, status, created_at, created_by)
          VALUES (?1, 2001, 'order', 2001, 'automatic', 11, 100, 'EUR', 'New', 0, 'sql')",
         [id],
     );
-    assert!(wrong_currency.is_err(), "a refund in another currency than its order is refused");
+    assert!(
+        wrong_currency.is_err(),
+        "a refund in another currency than its order is refused"
+    );
     let fits = connection.execute(
         "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_id, amount_minor, currency, status, created_at, created_by)
          VALUES (?1, 2001, 'order', 2001, 'automatic', 11, 20000, 'PLN', 'New', 0, 'sql')",
         [id],
     );
     assert!(fits.is_ok(), "{fits:?}");
-    let raise = connection.execute("UPDATE refunds SET amount_minor = 20001 WHERE id = ?1", [id]);
+    let raise = connection.execute(
+        "UPDATE refunds SET amount_minor = 20001 WHERE id = ?1",
+        [id],
+    );
     assert!(raise.is_err(), "raising it above the payment is refused");
     let delete = connection.execute("DELETE FROM refunds WHERE id = ?1", [id]);
     assert!(delete.is_err(), "refunds are never deleted");

@@ -518,7 +518,9 @@ async fn public_url_sets_the_wsdl_address() {
     let wsdl = get(&client(), &format!("{}/soap/refunds?WSDL", server.base)).await;
     assert_eq!(wsdl.status, 200);
     assert_eq!(
-        wsdl.body.matches(r#"location="https://shop.example/refunds-gateway/soap/refunds""#).count(),
+        wsdl.body
+            .matches(r#"location="https://shop.example/refunds-gateway/soap/refunds""#)
+            .count(),
         2,
         "both ports point at the public URL"
     );

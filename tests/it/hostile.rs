@@ -5,7 +5,9 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{TestDatabase, TestServer, client, element_text, post, soap11, soap11_headers};
+use crate::support::{
+    TestDatabase, TestServer, client, element_text, post, soap11, soap11_headers,
+};
 
 async fn still_answers(server: &TestServer) {
     let http = client();
@@ -13,10 +15,17 @@ async fn still_answers(server: &TestServer) {
         &http,
         &format!("{}/soap/refunds", server.base),
         &soap11_headers("getPossibleAutoRefunds"),
-        soap11("getPossibleAutoRefunds", "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId>"),
+        soap11(
+            "getPossibleAutoRefunds",
+            "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId>",
+        ),
     )
     .await;
-    assert_eq!(element_text(&answer.body, "faultCode"), Some("0"), "{answer:?}");
+    assert_eq!(
+        element_text(&answer.body, "faultCode"),
+        Some("0"),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test]
@@ -48,7 +57,8 @@ async fn a_streamed_oversize_body_is_cut_at_the_cap() {
     let database = TestDatabase::with_test_shop();
     let server = TestServer::start(&database.path).await;
     // No Content-Length: a chunked body that never ends within the cap.
-    let chunks = futures_util::stream::iter((0..2048).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+    let chunks =
+        futures_util::stream::iter((0..2048).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
     let response = client()
         .post(format!("{}/soap/refunds", server.base))
         .header("content-type", "text/xml; charset=utf-8")
@@ -69,14 +79,32 @@ async fn unknown_paths_and_wrong_methods_get_plain_errors_not_html() {
     let database = TestDatabase::with_test_shop();
     let server = TestServer::start(&database.path).await;
     let http = client();
-    let missing = http.get(format!("{}/nowhere", server.base)).send().await.expect("send");
+    let missing = http
+        .get(format!("{}/nowhere", server.base))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(missing.status().as_u16(), 404);
-    let put = http.put(format!("{}/soap/refunds", server.base)).send().await.expect("send");
+    let put = http
+        .put(format!("{}/soap/refunds", server.base))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(put.status().as_u16(), 405);
-    assert_eq!(put.headers().get("allow").map(|v| v.to_str().unwrap_or("")), Some("POST, GET ?wsdl"));
+    assert_eq!(
+        put.headers().get("allow").map(|v| v.to_str().unwrap_or("")),
+        Some("POST, GET ?wsdl")
+    );
     let body = put.text().await.expect("body");
     assert!(!body.contains("<html"), "{body}");
-    let gate_get = http.get(format!("{}/api/?gate=refunds/getRefundStatus/1/soap", server.base)).send().await.expect("send");
+    let gate_get = http
+        .get(format!(
+            "{}/api/?gate=refunds/getRefundStatus/1/soap",
+            server.base
+        ))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(gate_get.status().as_u16(), 405);
     still_answers(&server).await;
     server.stop().await;

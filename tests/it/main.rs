@@ -8,6 +8,7 @@ mod contract;
 mod hostile;
 mod lifecycle;
 mod rest;
+mod rest_fixtures;
 mod schema;
 mod soap_fixtures;
 mod support;

@@ -7,7 +7,8 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Answer, TEST_API_KEY, TEST_LOGIN, TEST_READ_KEY, TestDatabase, TestServer, client, post, test_key,
+    Answer, TEST_API_KEY, TEST_LOGIN, TEST_READ_KEY, TestDatabase, TestServer, client, post,
+    test_key,
 };
 
 struct Rest {
@@ -23,12 +24,23 @@ impl Rest {
             "GET" => {
                 let mut query = form_urlencoded::Serializer::new(String::new());
                 for (name, value) in params.as_object().expect("params object") {
-                    query.append_pair(name, &value.as_str().map_or_else(|| value.to_string(), str::to_owned));
+                    query.append_pair(
+                        name,
+                        &value
+                            .as_str()
+                            .map_or_else(|| value.to_string(), str::to_owned),
+                    );
                 }
                 self.http.get(format!("{url}?{}", query.finish()))
             }
-            "POST" => self.http.post(url).body(json!({ "params": params }).to_string()),
-            "PUT" => self.http.put(url).body(json!({ "params": params }).to_string()),
+            "POST" => self
+                .http
+                .post(url)
+                .body(json!({ "params": params }).to_string()),
+            "PUT" => self
+                .http
+                .put(url)
+                .body(json!({ "params": params }).to_string()),
             other => panic!("verb {other}"),
         };
         let response = request
@@ -39,10 +51,14 @@ impl Rest {
             .expect("request sent");
         let status = response.status().as_u16();
         assert_eq!(
-            response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some("application/json")
         );
-        let body: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON body");
+        let body: Value =
+            serde_json::from_str(&response.text().await.expect("body")).expect("JSON body");
         (status, body)
     }
 
@@ -61,8 +77,15 @@ fn create_key(database: &std::path::Path, name: &str, scope: &str) -> String {
         .args(["--name", name, "--scope", scope])
         .output()
         .expect("run key create");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -72,15 +95,33 @@ async fn rest_lifecycle_with_a_key_from_key_create() {
     assert!(key.starts_with("rgk_") && key.len() >= 40, "{key}");
     let stored = rusqlite::Connection::open(&database.path)
         .expect("open")
-        .query_row("SELECT count(*) FROM api_keys WHERE key_sha256 = ?1 OR name = ?1", [&key], |row| row.get::<_, i64>(0))
+        .query_row(
+            "SELECT count(*) FROM api_keys WHERE key_sha256 = ?1 OR name = ?1",
+            [&key],
+            |row| row.get::<_, i64>(0),
+        )
         .expect("query");
     assert_eq!(stored, 0, "the key itself is never stored");
     let server = TestServer::start(&database.path).await;
-    let rest = Rest { http: client(), base: server.base.clone(), key };
+    let rest = Rest {
+        http: client(),
+        base: server.base.clone(),
+        key,
+    };
 
-    let possible = rest.ok("GET", "getPossibleAutoRefunds", json!({"sourceType": "order", "sourceId": 2001})).await;
+    let possible = rest
+        .ok(
+            "GET",
+            "getPossibleAutoRefunds",
+            json!({"sourceType": "order", "sourceId": 2001}),
+        )
+        .await;
     assert_eq!(possible["results"][0]["paymentId"], json!(11));
-    assert_eq!(possible["results"][0]["value"].to_string(), "200.00", "money is written exactly");
+    assert_eq!(
+        possible["results"][0]["value"].to_string(),
+        "200.00",
+        "money is written exactly"
+    );
     let added = rest
         .ok("POST", "addAutomaticRefundForOrder", json!({"sourceId": 2001, "paymentId": "11", "refundValue": 40, "refundCurrency": "PLN"}))
         .await;
@@ -89,14 +130,27 @@ async fn rest_lifecycle_with_a_key_from_key_create() {
     let mut update = at.clone();
     update["refundValue"] = json!("45.50");
     update["refundCurrency"] = json!("PLN");
-    assert_eq!(rest.ok("PUT", "updateRefund", update).await["result"]["updateResult"], json!(true));
-    assert_eq!(rest.ok("PUT", "confirmRefund", at.clone()).await["result"]["confirmResult"], json!(true));
+    assert_eq!(
+        rest.ok("PUT", "updateRefund", update).await["result"]["updateResult"],
+        json!(true)
+    );
+    assert_eq!(
+        rest.ok("PUT", "confirmRefund", at.clone()).await["result"]["confirmResult"],
+        json!(true)
+    );
     let status = rest.ok("GET", "getRefundStatus", at.clone()).await;
     assert_eq!(status["result"]["refundStatus"], json!("Processing"));
     assert_eq!(status["result"]["refundValue"].to_string(), "45.50");
-    assert_eq!(status["result"]["refundDateConfirm"], json!("2026-11-20 12:00:00"));
+    assert_eq!(
+        status["result"]["refundDateConfirm"],
+        json!("2026-11-20 12:00:00")
+    );
     let (code, body) = rest.send("PUT", "cancelRefund", at).await;
-    assert_eq!((code, &body["errors"]["faultCode"]), (207, &json!(4019)), "{body}");
+    assert_eq!(
+        (code, &body["errors"]["faultCode"]),
+        (207, &json!(4019)),
+        "{body}"
+    );
 
     let manual = rest
         .ok(
@@ -106,12 +160,24 @@ async fn rest_lifecycle_with_a_key_from_key_create() {
                    "refundDetails": {"paymentFormId": 2, "account": "PL61109010140000071219812874"}}),
         )
         .await;
-    let manual_at = json!({"sourceType": "rma", "sourceId": 801, "paymentId": manual["result"]["refundId"]});
-    let listed = rest.ok("GET", "retrieveRefundsList", json!({"sourceType": "all", "resultsLimit": 1})).await;
+    let manual_at =
+        json!({"sourceType": "rma", "sourceId": 801, "paymentId": manual["result"]["refundId"]});
+    let listed = rest
+        .ok(
+            "GET",
+            "retrieveRefundsList",
+            json!({"sourceType": "all", "resultsLimit": 1}),
+        )
+        .await;
     assert_eq!(listed["resultsNumberAll"], json!(1));
     assert_eq!(listed["results"][0]["refundValue"].to_string(), "30.00");
-    assert_eq!(rest.ok("PUT", "cancelRefund", manual_at).await["result"]["resultStatus"], json!(true));
-    let listed = rest.ok("GET", "retrieveRefundsList", json!({"sourceType": "all"})).await;
+    assert_eq!(
+        rest.ok("PUT", "cancelRefund", manual_at).await["result"]["resultStatus"],
+        json!(true)
+    );
+    let listed = rest
+        .ok("GET", "retrieveRefundsList", json!({"sourceType": "all"}))
+        .await;
     assert_eq!(listed["resultsNumberAll"], json!(0));
     server.stop().await;
 }
@@ -120,7 +186,11 @@ async fn gate(http: &reqwest::Client, base: &str, operation: &str, document: Val
     let url = format!("{base}/api/?gate=refunds/{operation}/180/json");
     let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     let answer: Answer = post(http, &url, &headers, document.to_string().into_bytes()).await;
-    assert_eq!((answer.status, answer.content_type.as_str()), (200, "application/json"), "{answer:?}");
+    assert_eq!(
+        (answer.status, answer.content_type.as_str()),
+        (200, "application/json"),
+        "{answer:?}"
+    );
     serde_json::from_str(&answer.body).expect("JSON body")
 }
 
@@ -131,7 +201,12 @@ async fn json_gate_lifecycle_with_legacy_credentials() {
     let http = client();
     let authenticate = json!({"userLogin": TEST_LOGIN, "authenticateKey": test_key()});
     let call = |operation: &'static str, params: Value| {
-        gate(&http, &server.base, operation, json!({"authenticate": authenticate.clone(), "params": params}))
+        gate(
+            &http,
+            &server.base,
+            operation,
+            json!({"authenticate": authenticate.clone(), "params": params}),
+        )
     };
     let added = call("addManualRefund", json!({"sourceType": "return", "sourceId": 601, "refundValue": 12.5, "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}})).await;
     assert_eq!(added["errors"], json!({"faultCode": 0, "faultString": ""}));
@@ -140,15 +215,27 @@ async fn json_gate_lifecycle_with_legacy_credentials() {
     let mut update = at.clone();
     update["refundValue"] = json!(15);
     update["refundCurrency"] = json!("PLN");
-    assert_eq!(call("updateRefund", update).await["result"]["updateResult"], json!(true));
-    assert_eq!(call("confirmRefund", at.clone()).await["result"]["confirmResult"], json!(true));
+    assert_eq!(
+        call("updateRefund", update).await["result"]["updateResult"],
+        json!(true)
+    );
+    assert_eq!(
+        call("confirmRefund", at.clone()).await["result"]["confirmResult"],
+        json!(true)
+    );
     let status = call("getRefundStatus", at.clone()).await;
     assert_eq!(status["result"]["refundStatus"], json!("Completed"));
     assert_eq!(status["result"]["refundValue"].to_string(), "15.00");
     let again = call("cancelRefund", at).await;
     assert_eq!(again["errors"]["faultCode"], json!(4020));
     assert!(again.get("result").is_none());
-    let unauthenticated = gate(&http, &server.base, "getRefundStatus", json!({"params": {}})).await;
+    let unauthenticated = gate(
+        &http,
+        &server.base,
+        "getRefundStatus",
+        json!({"params": {}}),
+    )
+    .await;
     assert_eq!(unauthenticated["errors"]["faultCode"], json!(1));
     let aliases = gate(
         &http,
@@ -166,21 +253,62 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
     let database = TestDatabase::with_test_shop();
     let server = TestServer::start(&database.path).await;
     let http = client();
-    let reader = Rest { http: http.clone(), base: server.base.clone(), key: TEST_READ_KEY.to_owned() };
-    let (status, body) = reader.send("POST", "addAutomaticRefund", json!({"sourceType": "return", "sourceId": 601})).await;
-    assert_eq!((status, body["errors"]["faultCode"].clone()), (403, json!(1)), "{body}");
-    reader.ok("GET", "getPossibleAutoRefunds", json!({"sourceType": "return", "sourceId": 601})).await;
+    let reader = Rest {
+        http: http.clone(),
+        base: server.base.clone(),
+        key: TEST_READ_KEY.to_owned(),
+    };
+    let (status, body) = reader
+        .send(
+            "POST",
+            "addAutomaticRefund",
+            json!({"sourceType": "return", "sourceId": 601}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errors"]["faultCode"].clone()),
+        (403, json!(1)),
+        "{body}"
+    );
+    reader
+        .ok(
+            "GET",
+            "getPossibleAutoRefunds",
+            json!({"sourceType": "return", "sourceId": 601}),
+        )
+        .await;
 
     // The SOAP and JSON gates take the same key in X-API-KEY.
     let envelope = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><addAutomaticRefund xmlns="urn:refunds-gateway:refunds"><params><sourceType>return</sourceType><sourceId>601</sourceId></params></addAutomaticRefund></soap:Body></soap:Envelope>"#;
-    for (key, fault) in [(TEST_READ_KEY, "<faultCode>1</faultCode>"), (TEST_API_KEY, "<faultCode>0</faultCode>")] {
-        let headers = vec![("content-type".to_owned(), "text/xml".to_owned()), ("x-api-key".to_owned(), key.to_owned())];
-        let answer = post(&http, &format!("{}/soap/refunds", server.base), &headers, envelope.as_bytes().to_vec()).await;
+    for (key, fault) in [
+        (TEST_READ_KEY, "<faultCode>1</faultCode>"),
+        (TEST_API_KEY, "<faultCode>0</faultCode>"),
+    ] {
+        let headers = vec![
+            ("content-type".to_owned(), "text/xml".to_owned()),
+            ("x-api-key".to_owned(), key.to_owned()),
+        ];
+        let answer = post(
+            &http,
+            &format!("{}/soap/refunds", server.base),
+            &headers,
+            envelope.as_bytes().to_vec(),
+        )
+        .await;
         assert!(answer.body.contains(fault), "{key}: {}", answer.body);
     }
     let headers = vec![("authorization".to_owned(), format!("Bearer {TEST_API_KEY}"))];
-    let url = format!("{}/api/?gate=refunds/getPossibleAutoRefunds/1/json", server.base);
-    let answer = post(&http, &url, &headers, br#"{"params":{"sourceType":"rma","sourceId":801}}"#.to_vec()).await;
+    let url = format!(
+        "{}/api/?gate=refunds/getPossibleAutoRefunds/1/json",
+        server.base
+    );
+    let answer = post(
+        &http,
+        &url,
+        &headers,
+        br#"{"params":{"sourceType":"rma","sourceId":801}}"#.to_vec(),
+    )
+    .await;
     assert!(answer.body.contains(r#""faultCode":0"#), "{}", answer.body);
     server.stop().await;
 
@@ -192,12 +320,30 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
         .output()
         .expect("run key revoke");
     assert!(revoke.status.success());
-    let listed = Command::new(env!("CARGO_BIN_EXE_refunds-gateway")).args(["key", "list", "--db"]).arg(&database.path).output().expect("list");
+    let listed = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+        .args(["key", "list", "--db"])
+        .arg(&database.path)
+        .output()
+        .expect("list");
     let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.lines().any(|line| line.starts_with("reader") && line.trim_end().ends_with(|c: char| c.is_ascii_digit())), "{listed}");
+    assert!(
+        listed.lines().any(|line| line.starts_with("reader")
+            && line.trim_end().ends_with(|c: char| c.is_ascii_digit())),
+        "{listed}"
+    );
     let server = TestServer::start(&database.path).await;
-    let reader = Rest { http, base: server.base.clone(), key: TEST_READ_KEY.to_owned() };
-    let (status, _) = reader.send("GET", "getPossibleAutoRefunds", json!({"sourceType": "return", "sourceId": 601})).await;
+    let reader = Rest {
+        http,
+        base: server.base.clone(),
+        key: TEST_READ_KEY.to_owned(),
+    };
+    let (status, _) = reader
+        .send(
+            "GET",
+            "getPossibleAutoRefunds",
+            json!({"sourceType": "return", "sourceId": 601}),
+        )
+        .await;
     assert_eq!(status, 401);
     server.stop().await;
 }
@@ -222,13 +368,26 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
         (http.post(format!("{}/api/?gate=refunds/addManualRefund/1/json", server.base)).body("not json"), 422),
     ];
     for (index, (request, expected)) in cases.into_iter().enumerate() {
-        let response = request.header("x-api-key", TEST_API_KEY).send().await.expect("send");
+        let response = request
+            .header("x-api-key", TEST_API_KEY)
+            .send()
+            .await
+            .expect("send");
         let status = response.status().as_u16();
-        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        let body: Value = serde_json::from_str(&response.text().await.expect("body")).expect("a JSON error body");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body: Value =
+            serde_json::from_str(&response.text().await.expect("body")).expect("a JSON error body");
         assert_eq!(status, expected, "case {index}: {body}");
         assert_eq!(content_type, "application/json", "case {index}");
-        assert!(body["errors"]["faultCode"].is_i64() && body["errors"]["faultString"].is_string(), "case {index}: {body}");
+        assert!(
+            body["errors"]["faultCode"].is_i64() && body["errors"]["faultString"].is_string(),
+            "case {index}: {body}"
+        );
     }
     server.stop().await;
     let refunds: i64 = rusqlite::Connection::open(&database.path)

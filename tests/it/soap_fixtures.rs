@@ -21,11 +21,13 @@ pub struct Case {
 
 impl Case {
     fn golden(&self) -> PathBuf {
-        self.request.with_file_name(format!("{}.response.xml", self.name))
+        self.request
+            .with_file_name(format!("{}.response.xml", self.name))
     }
 
     fn headers_file(&self) -> PathBuf {
-        self.request.with_file_name(format!("{}.request.headers", self.name))
+        self.request
+            .with_file_name(format!("{}.request.headers", self.name))
     }
 }
 
@@ -33,7 +35,13 @@ impl Case {
 pub fn operation_folders() -> Vec<String> {
     let mut folders: Vec<String> = std::fs::read_dir(fixtures_dir().join("soap"))
         .expect("fixtures/soap")
-        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|name| !name.starts_with('_'))
         .collect();
     folders.sort();
@@ -47,7 +55,11 @@ pub fn cases() -> Vec<Case> {
         for request in requests_in(&folder) {
             let file = request.file_name().unwrap().to_string_lossy().into_owned();
             let name = file.trim_end_matches(".request.xml").to_owned();
-            cases.push(Case { operation: operation.clone(), name, request });
+            cases.push(Case {
+                operation: operation.clone(),
+                name,
+                request,
+            });
         }
     }
     cases
@@ -68,16 +80,25 @@ fn default_headers(body: &[u8], operation: &str) -> Vec<(String, String)> {
     let action = format!("urn:refunds-gateway:refunds#{operation}");
     let soap12 = String::from_utf8_lossy(body).contains("http://www.w3.org/2003/05/soap-envelope");
     if soap12 {
-        vec![("content-type".into(), format!("application/soap+xml; charset=utf-8; action=\"{action}\""))]
+        vec![(
+            "content-type".into(),
+            format!("application/soap+xml; charset=utf-8; action=\"{action}\""),
+        )]
     } else {
-        vec![("content-type".into(), "text/xml; charset=utf-8".into()), ("soapaction".into(), format!("\"{action}\""))]
+        vec![
+            ("content-type".into(), "text/xml; charset=utf-8".into()),
+            ("soapaction".into(), format!("\"{action}\"")),
+        ]
     }
 }
 
 /// Reads `{case}.request.headers`: the headers to send and the path to send them to.
 fn headers_of(case: &Case, body: &[u8]) -> (String, Vec<(String, String)>) {
     let Ok(text) = std::fs::read_to_string(case.headers_file()) else {
-        return ("/soap/refunds".to_owned(), default_headers(body, &case.operation));
+        return (
+            "/soap/refunds".to_owned(),
+            default_headers(body, &case.operation),
+        );
     };
     let mut path = "/soap/refunds".to_owned();
     let mut headers = Vec::new();
@@ -100,7 +121,13 @@ pub async fn fixture_database() -> TestDatabase {
     for request in requests_in(&fixtures_dir().join("soap").join("_setup")) {
         let body = std::fs::read(&request).expect("setup request");
         let operation = operation_of(&body);
-        let answer = post(&http, &format!("{}/soap/refunds", server.base), &default_headers(&body, &operation), body).await;
+        let answer = post(
+            &http,
+            &format!("{}/soap/refunds", server.base),
+            &default_headers(&body, &operation),
+            body,
+        )
+        .await;
         assert!(
             answer.status == 200 && answer.body.contains("<faultCode>0</faultCode>"),
             "setup step {} failed: {answer:?}",
@@ -116,7 +143,10 @@ fn operation_of(body: &[u8]) -> String {
     let body_start = text.find(":Body>").expect("a Body") + ":Body>".len();
     let rest = text[body_start..].trim_start();
     let tag = rest.trim_start_matches('<');
-    let name: String = tag.chars().take_while(|c| c.is_alphanumeric() || *c == ':').collect();
+    let name: String = tag
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == ':')
+        .collect();
     name.rsplit(':').next().unwrap_or_default().to_owned()
 }
 
@@ -131,7 +161,10 @@ fn check(answer: &Answer, golden_text: &str) -> Result<(), String> {
         None => return Err("the golden file has no `<!-- HTTP … -->` trailer".to_owned()),
     };
     if trailer(answer) != golden_trailer {
-        return Err(format!("status/content-type: expected {golden_trailer}, got {}", trailer(answer)));
+        return Err(format!(
+            "status/content-type: expected {golden_trailer}, got {}",
+            trailer(answer)
+        ));
     }
     if !answer.body.starts_with("<?xml") {
         return Err("the response does not start with `<?xml`".to_owned());
@@ -139,7 +172,10 @@ fn check(answer: &Answer, golden_text: &str) -> Result<(), String> {
     let expected = canonical::parse(golden_body).map_err(|e| format!("golden: {e}"))?;
     let actual = canonical::parse(&answer.body).map_err(|e| format!("response: {e}"))?;
     if expected != actual {
-        return Err(format!("body differs\n--- expected\n{golden_body}\n--- got\n{}", answer.body));
+        return Err(format!(
+            "body differs\n--- expected\n{golden_body}\n--- got\n{}",
+            answer.body
+        ));
     }
     Ok(())
 }
@@ -166,7 +202,9 @@ async fn soap_fixtures_match_their_goldens() {
             continue;
         }
         match std::fs::read_to_string(case.golden()) {
-            Err(_) => failures.push(format!("{label}: no golden file (run with UPDATE_FIXTURES=1 and review)")),
+            Err(_) => failures.push(format!(
+                "{label}: no golden file (run with UPDATE_FIXTURES=1 and review)"
+            )),
             Ok(golden) => {
                 if let Err(difference) = check(&answer, &golden) {
                     failures.push(format!("{label}: {difference}"));
@@ -174,5 +212,11 @@ async fn soap_fixtures_match_their_goldens() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixture cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixture cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
 }

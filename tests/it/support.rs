@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use refunds_gateway::clock::{Clock, parse_local_datetime};
-use refunds_gateway::refunds::{api_key_digest, password_sha1_hex};
 use refunds_gateway::refunds::types::{ApiUser, Scopes};
+use refunds_gateway::refunds::{api_key_digest, password_sha1_hex};
 use refunds_gateway::shop::ShopData;
 use refunds_gateway::store::Maintenance;
 use refunds_gateway::{Config, run};
@@ -35,7 +35,8 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub fn with_test_shop() -> TestDatabase {
-        let shop = std::fs::read_to_string(fixtures_dir().join("test-shop.json")).expect("test shop");
+        let shop =
+            std::fs::read_to_string(fixtures_dir().join("test-shop.json")).expect("test shop");
         TestDatabase::with_shop(&shop)
     }
 
@@ -46,9 +47,18 @@ impl TestDatabase {
         let mut maintenance = Maintenance::open(&path).expect("open database");
         maintenance.import_shop(&shop).expect("import shop");
         add_user(&mut maintenance, TEST_LOGIN, TEST_PASSWORD, Scopes::ALL);
-        let read_only = Scopes { read: true, write: false, confirm: false };
-        for (name, key, scopes) in [("all", TEST_API_KEY, Scopes::ALL), ("reader", TEST_READ_KEY, read_only)] {
-            maintenance.create_api_key(name, &api_key_digest(key), scopes, fixed_now()).expect("add key");
+        let read_only = Scopes {
+            read: true,
+            write: false,
+            confirm: false,
+        };
+        for (name, key, scopes) in [
+            ("all", TEST_API_KEY, Scopes::ALL),
+            ("reader", TEST_READ_KEY, read_only),
+        ] {
+            maintenance
+                .create_api_key(name, &api_key_digest(key), scopes, fixed_now())
+                .expect("add key");
         }
         TestDatabase { _dir: dir, path }
     }
@@ -66,8 +76,14 @@ impl TestDatabase {
 }
 
 pub fn add_user(maintenance: &mut Maintenance, login: &str, password: &str, scopes: Scopes) {
-    let user = ApiUser { login: login.to_owned(), password_sha1_hex: password_sha1_hex(password), scopes };
-    maintenance.put_api_user(&user, fixed_now()).expect("add user");
+    let user = ApiUser {
+        login: login.to_owned(),
+        password_sha1_hex: password_sha1_hex(password),
+        scopes,
+    };
+    maintenance
+        .put_api_user(&user, fixed_now())
+        .expect("add user");
 }
 
 /// A running server; stopped (gracefully) when dropped or by `stop`.
@@ -86,13 +102,19 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
         let base = format!("http://{}", listener.local_addr().expect("local address"));
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, config, async {
             let _ = stop.await;
         }));
-        TestServer { base, shutdown: Some(shutdown), task: Some(task) }
+        TestServer {
+            base,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
     }
 
     /// Stops the server and waits until it has closed the store.
@@ -101,7 +123,9 @@ impl TestServer {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server ran cleanly");
+            task.await
+                .expect("server task")
+                .expect("server ran cleanly");
         }
     }
 }
@@ -123,11 +147,19 @@ pub struct Answer {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("http client")
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("http client")
 }
 
 /// POSTs `body` to `base + path` with `headers`.
-pub async fn post(client: &reqwest::Client, url: &str, headers: &[(String, String)], body: Vec<u8>) -> Answer {
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Answer {
     let mut request = client.post(url).body(body);
     for (name, value) in headers {
         request = request.header(name, value);
@@ -149,7 +181,11 @@ async fn answer(response: reqwest::Response) -> Answer {
         .unwrap_or("")
         .to_owned();
     let body = response.text().await.expect("response body");
-    Answer { status, content_type, body }
+    Answer {
+        status,
+        content_type,
+        body,
+    }
 }
 
 /// The legacy key of the test user at the fixed clock.
@@ -169,8 +205,14 @@ pub fn soap11(operation: &str, params: &str) -> Vec<u8> {
 
 pub fn soap11_headers(operation: &str) -> Vec<(String, String)> {
     vec![
-        ("content-type".to_owned(), "text/xml; charset=utf-8".to_owned()),
-        ("soapaction".to_owned(), format!("\"urn:refunds-gateway:refunds#{operation}\"")),
+        (
+            "content-type".to_owned(),
+            "text/xml; charset=utf-8".to_owned(),
+        ),
+        (
+            "soapaction".to_owned(),
+            format!("\"urn:refunds-gateway:refunds#{operation}\""),
+        ),
     ]
 }
 
