@@ -347,15 +347,15 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
 fn outbox(database: &Path, include_done: bool) -> anyhow::Result<()> {
     let jobs = Maintenance::open(database)?.jobs(include_done)?;
     println!(
-        "{:<10} {:<12} {:<6} {:<8} {:<20} last error",
+        "{:<10} {:<12} {:<6} {:<8} {:<24} last error",
         "refund", "operator", "state", "attempts", "next attempt"
     );
     for job in &jobs {
         let next = chrono::DateTime::from_timestamp_millis(job.next_attempt_ms)
-            .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+            .map(|at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_default();
         println!(
-            "{:<10} {:<12} {:<6} {:<8} {:<20} {}",
+            "{:<10} {:<12} {:<6} {:<8} {:<24} {}",
             job.refund_id,
             job.operator,
             job.state.as_str(),

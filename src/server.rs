@@ -47,6 +47,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Payment operators for confirmed automatic refunds (default: the sandbox for all).
     pub operators: OperatorsConfig,
+    /// Whether this instance runs the outbox worker. Off, confirmed automatic refunds wait in
+    /// the outbox (fixture tests use this to keep `Processing` refunds still).
+    pub run_outbox: bool,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             operators: OperatorsConfig::default(),
+            run_outbox: true,
         }
     }
 }
@@ -100,13 +104,11 @@ pub async fn run(
         operators.routing.clone(),
     );
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(crate::outbox::run(
-        service.clone(),
-        operators.clone(),
-        async {
+    let worker = config.run_outbox.then(|| {
+        tokio::spawn(crate::outbox::run(service.clone(), operators.clone(), async {
             let _ = worker_stopped.await;
-        },
-    ));
+        }))
+    });
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
@@ -154,7 +156,9 @@ pub async fn run(
 
     tracing::info!("shutting down: finishing open requests");
     let _ = stop_worker.send(());
-    let _ = worker.await;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     if tokio::time::timeout(app.config.shutdown_grace, graceful.shutdown())
         .await
         .is_err()

@@ -69,7 +69,8 @@ pub trait Ledger {
         now_ms: i64,
     ) -> anyhow::Result<()>;
     /// Claims up to `limit` jobs due at `now_ms`, leasing each until `now_ms + lease_ms` so that
-    /// a worker that dies mid-step leaves the job to be retried after the lease.
+    /// a worker that dies mid-step leaves the job to be retried after the lease, starting with a
+    /// status query (the send may have arrived).
     fn claim_due_jobs(
         &mut self,
         now_ms: i64,

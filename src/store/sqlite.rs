@@ -381,8 +381,12 @@ impl Ledger for SqliteLedger<'_> {
             .prepare_cached(&sql)?
             .query_map(params![now_ms, limit], job_from_row)?
             .collect::<Result<_, _>>()?;
+        // A claimed send may reach the operator even if this worker dies before recording the
+        // answer, so whoever takes the job after the lease asks for the status first.
         let mut lease = self.connection.prepare_cached(
-            "UPDATE outbox SET next_attempt_ms = ?2, updated_ms = ?3 WHERE refund_id = ?1",
+            "UPDATE outbox SET next_attempt_ms = ?2, updated_ms = ?3,
+                 state = CASE state WHEN 'send' THEN 'query' ELSE state END
+             WHERE refund_id = ?1",
         )?;
         for job in &jobs {
             lease.execute(params![job.refund_id, now_ms + lease_ms, now_ms])?;

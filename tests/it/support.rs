@@ -94,10 +94,12 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts the server on `127.0.0.1:0` over `database`, with the clock fixed at `fixed_now()`.
+    /// Starts the server on `127.0.0.1:0` over `database`, with the clock fixed at `fixed_now()`
+    /// and no outbox worker (so that `Processing` refunds stay as the fixtures recorded them).
     pub async fn start(database: &Path) -> TestServer {
         let mut config = Config::new(database.to_owned());
         config.clock = Clock::Fixed(fixed_now());
+        config.run_outbox = false;
         TestServer::start_with(config).await
     }
 

@@ -1,0 +1,274 @@
+//! Kill the gateway with SIGKILL while its outbox is sending 200 confirmed automatic refunds,
+//! start it again, and prove that every refund ends Completed with exactly one effective refund
+//! on the operator's side and that the ledger's totals still add up.
+//!
+//! Runs the binary cargo built for the tests; `REFUNDS_GATEWAY_BIN` points it at another build
+//! (CI passes the release binary).
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::operators::{Reply, SECRET, Script, TestOperator};
+use crate::support::client;
+
+const REFUNDS: i64 = 200;
+
+fn binary() -> String {
+    std::env::var("REFUNDS_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_refunds-gateway").to_owned())
+}
+
+/// Starts `serve` on a free port; returns the process and its address.
+fn serve(database: &Path, operators: &Path) -> (Child, String) {
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(database)
+        .arg("--operators")
+        .arg(operators)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while log.read_line(&mut line).expect("log") > 0 {
+        if let Some(at) = line.find("address=") {
+            let address = line[at + "address=".len()..]
+                .split_whitespace()
+                .next()
+                .expect("address")
+                .to_owned();
+            // Keep draining the log so the gateway never blocks on a full pipe.
+            std::thread::spawn(move || for _ in log.lines() {});
+            return (child, address);
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the gateway did not say where it listens");
+}
+
+fn run(args: &[&str], database: &Path) -> String {
+    let output = Command::new(binary())
+        .args(args)
+        .arg("--db")
+        .arg(database)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+async fn rest(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    operation: &str,
+    params: Value,
+) -> Value {
+    let url = format!("http://{base}/api/admin/v6/refunds/{operation}");
+    let request = if method == reqwest::Method::GET {
+        let query: Vec<String> = params
+            .as_object()
+            .expect("object")
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                )
+            })
+            .collect();
+        http.get(format!("{url}?{}", query.join("&")))
+    } else {
+        http.request(method, url)
+            .body(json!({ "params": params }).to_string())
+    };
+    match request.header("x-api-key", key).send().await {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        // The gateway may die under our feet: that is the point of this test.
+        Err(_) => Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("crash.db");
+    let orders: Vec<Value> = (1..=REFUNDS)
+        .map(|n| {
+            json!({"orderId": 5000 + n, "currency": "PLN", "payments": [{"paymentId": 6000 + n, "amount": "50.00", "currency": "PLN",
+                "paymentFormId": 12, "paymentSystem": 27, "autoRefund": true, "externalTransactionId": format!("EXT-{n}"),
+                "paidAt": "2026-11-19 10:00:00"}]})
+        })
+        .collect();
+    let shop = dir.path().join("shop.json");
+    std::fs::write(&shop, json!({ "orders": orders }).to_string()).expect("shop");
+    run(&["import", shop.to_str().expect("path")], &database);
+    let key = run(&["key", "create", "--name", "crash"], &database)
+        .trim()
+        .to_owned();
+
+    // The operator takes 40 ms per refund, does each refund once per idempotency key, and
+    // reports it completed whenever asked again.
+    let operator = TestOperator::start(Script {
+        sends: vec![Reply::Slow(
+            40,
+            200,
+            json!({"status": "completed", "operatorRefundId": "auto"}),
+        )],
+        queries: vec![Reply::Json(404, json!({}))],
+        remember: true,
+    })
+    .await;
+    let operators = dir.path().join("operators.toml");
+    std::fs::write(
+        &operators,
+        format!(
+            "default = \"testpay\"\n[retry]\nbase_ms = 20\ncap_ms = 200\nlease_ms = 500\n[operators.testpay]\nkind = \"http\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntimeout_ms = 2000\n",
+            operator.url
+        ),
+    )
+    .expect("operators file");
+
+    let (mut gateway, base) = serve(&database, &operators);
+    let http = client();
+    let mut ids = Vec::new();
+    for n in 1..=REFUNDS {
+        let added = rest(&http, &base, &key, reqwest::Method::POST, "addAutomaticRefundForOrder", json!({"sourceId": 5000 + n, "paymentId": 6000 + n, "refundValue": "50.00", "refundCurrency": "PLN"})).await;
+        ids.push((
+            5000 + n,
+            added["result"]["refundId"].as_i64().expect("refundId"),
+        ));
+    }
+    // Confirm them all at once, and kill the gateway once the operator has seen a quarter.
+    let confirms: Vec<_> = ids
+        .iter()
+        .map(|&(order, id)| {
+            let (http, base, key) = (http.clone(), base.clone(), key.clone());
+            tokio::spawn(async move {
+                rest(
+                    &http,
+                    &base,
+                    &key,
+                    reqwest::Method::PUT,
+                    "confirmRefund",
+                    json!({"sourceType": "order", "sourceId": order, "paymentId": id}),
+                )
+                .await
+            })
+        })
+        .collect();
+    for _ in 0..500 {
+        if operator.count("POST") as i64 >= REFUNDS / 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gateway.kill().expect("SIGKILL");
+    gateway.wait().expect("reap");
+    let sends_before_kill = operator.count("POST");
+    for confirm in confirms {
+        let _ = confirm.await;
+    }
+
+    // Start again; confirm whatever the kill left unconfirmed; wait for every refund to settle.
+    let (mut gateway, base) = serve(&database, &operators);
+    let mut settled = 0;
+    for _ in 0..600 {
+        settled = 0;
+        for &(order, id) in &ids {
+            let at = json!({"sourceType": "order", "sourceId": order, "paymentId": id});
+            let status = rest(
+                &http,
+                &base,
+                &key,
+                reqwest::Method::GET,
+                "getRefundStatus",
+                at.clone(),
+            )
+            .await;
+            match status["result"]["refundStatus"].as_str() {
+                Some("Completed") => settled += 1,
+                Some("New") => {
+                    rest(
+                        &http,
+                        &base,
+                        &key,
+                        reqwest::Method::PUT,
+                        "confirmRefund",
+                        at,
+                    )
+                    .await;
+                }
+                _ => {}
+            }
+        }
+        if settled == REFUNDS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway.kill().expect("stop");
+    gateway.wait().expect("reap");
+    assert_eq!(settled, REFUNDS, "every refund completed after the restart");
+
+    let effective = operator.state.lock().expect("state").effective.clone();
+    assert_eq!(
+        effective.len() as i64,
+        REFUNDS,
+        "every refund reached the operator"
+    );
+    assert!(
+        effective.values().all(|&count| count == 1),
+        "no refund was made twice: {effective:?}"
+    );
+    let sends = operator.count("POST");
+    let queries = operator.count("GET");
+    eprintln!(
+        "crash test: {REFUNDS} refunds; {sends_before_kill} sends before SIGKILL; {sends} sends and {queries} status queries in all; {} effective refunds, each exactly once",
+        effective.len()
+    );
+
+    let pending = Command::new(binary()).args(["outbox", "--db"]).arg(&database).output().expect("outbox");
+    assert_eq!(String::from_utf8_lossy(&pending.stderr).trim(), "0 job(s)", "nothing is left in the outbox");
+    let all = run(&["outbox", "--all"], &database);
+    assert_eq!(all.lines().filter(|line| line.contains(" testpay ") && line.contains(" done ")).count() as i64, REFUNDS);
+
+    let ledger = rusqlite::Connection::open(&database).expect("open ledger");
+    let check = |sql: &str| -> i64 { ledger.query_row(sql, [], |row| row.get(0)).expect(sql) };
+    assert_eq!(
+        check(
+            "SELECT count(*) FROM refunds WHERE status = 'Completed' AND external_id = 'OP-' || id"
+        ),
+        REFUNDS
+    );
+    assert_eq!(
+        check("SELECT count(*) FROM outbox WHERE state <> 'done'"),
+        0
+    );
+    assert_eq!(
+        check(
+            "SELECT count(*) FROM payments p WHERE p.refunded_minor <> (SELECT coalesce(sum(amount_minor), 0) FROM refunds r WHERE r.payment_id = p.id AND r.status IN ('New', 'Processing', 'Completed'))"
+        ),
+        0,
+        "every payment's running total equals its live refunds"
+    );
+    assert_eq!(
+        check(
+            "SELECT count(*) FROM orders o WHERE o.refunded_minor <> (SELECT coalesce(sum(amount_minor), 0) FROM refunds r WHERE r.order_id = o.id AND r.status IN ('New', 'Processing', 'Completed')) OR o.refunded_minor > o.paid_minor"
+        ),
+        0,
+        "every order's running total equals its live refunds and stays within what was paid"
+    );
+}
