@@ -52,10 +52,38 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// The audit trail: verify its hash chain, or show a refund's history.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Copy the database consistently (safe while the service runs).
+    Backup {
+        #[command(flatten)]
+        database: DatabaseArg,
+        /// Where to write the copy; must not exist.
+        out: PathBuf,
+    },
     /// Manage API keys (REST; also accepted by the SOAP and JSON gates).
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; report the first broken entry.
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Show the audit entries of one refund.
+    Show {
+        #[command(flatten)]
+        database: DatabaseArg,
+        #[arg(long)]
+        refund: i64,
     },
 }
 
@@ -114,6 +142,12 @@ struct ServeArgs {
     /// Base URL clients reach the service at (for the WSDL's soap:address).
     #[arg(long)]
     public_url: Option<String>,
+    /// Maker-checker: refuse to confirm a refund by the user or key that added it (faultCode 4021).
+    #[arg(long)]
+    require_second_approver: bool,
+    /// How long idempotency keys are kept, in hours.
+    #[arg(long, default_value_t = 24)]
+    idempotency_ttl_hours: u64,
     /// Payment operators file (TOML); without it every refund goes to the sandbox.
     #[arg(long, env = "REFUNDS_OPERATORS")]
     operators: Option<PathBuf>,
@@ -162,6 +196,8 @@ pub fn main() -> ExitCode {
                 },
         } => add_user(&database.path, &login, &password, &scope),
         Command::Key { command } => key(command),
+        Command::Audit { command } => audit(command),
+        Command::Backup { database, out } => backup(&database.path, &out),
         Command::Outbox { database, all } => outbox(&database.path, all),
     };
     match outcome {
@@ -203,6 +239,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let mut config = Config::new(args.database.path.clone());
+        config.require_second_approver = args.require_second_approver;
+        config.idempotency_ttl = std::time::Duration::from_secs(args.idempotency_ttl_hours.saturating_mul(3600));
         if let Some(path) = &args.operators {
             config.operators = OperatorsConfig::load(path)?;
         }
@@ -365,5 +403,56 @@ fn outbox(database: &Path, include_done: bool) -> anyhow::Result<()> {
         );
     }
     eprintln!("{} job(s)", jobs.len());
+    Ok(())
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { database } => {
+            let entries = Maintenance::open(&database.path)?.audit_entries(None)?;
+            match crate::refunds::audit::verify(entries) {
+                Ok(count) => println!("audit chain intact: {count} entries"),
+                Err(broken) => anyhow::bail!(
+                    "audit chain broken at entry {}: {}",
+                    broken.seq,
+                    broken.reason
+                ),
+            }
+        }
+        AuditCommand::Show { database, refund } => {
+            let entries = Maintenance::open(&database.path)?.audit_entries(Some(refund))?;
+            let timezone = chrono_tz::Europe::Warsaw;
+            for chained in &entries {
+                let entry = &chained.entry;
+                println!(
+                    "#{} {} {} via {} {}: {} {} -> {} {} {} (request {})",
+                    chained.seq,
+                    format_local_datetime(entry.at, timezone),
+                    entry.actor,
+                    entry.channel,
+                    entry.operation,
+                    entry.status_before.as_deref().unwrap_or("-"),
+                    entry
+                        .amount_before
+                        .map_or_else(|| "-".to_owned(), |amount| amount.to_string()),
+                    entry.status_after,
+                    entry.amount_after,
+                    entry.currency,
+                    entry.request_id.as_deref().unwrap_or("-"),
+                );
+            }
+            eprintln!(
+                "{} entr{} for refund {refund} (amounts in minor units)",
+                entries.len(),
+                if entries.len() == 1 { "y" } else { "ies" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn backup(database: &Path, out: &Path) -> anyhow::Result<()> {
+    Maintenance::open(database)?.backup(out)?;
+    println!("backed up {} to {}", database.display(), out.display());
     Ok(())
 }

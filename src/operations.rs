@@ -13,10 +13,13 @@ use rust_decimal::Decimal;
 
 use crate::refunds::error::quote;
 use crate::refunds::types::{ManualDetails, RequestedAmount, SourceFilter, SourceRef, SourceType};
+use sha2::Digest as _;
+
 use crate::refunds::{
-    AddAutomaticRefund, AddAutomaticRefundForOrder, AddManualRefund, Caller, Credentials,
-    MAX_RESULTS_LIMIT, OperationKind, PossibleAutoRefund, RefundAt, RefundError, RefundService,
-    RefundStatusView, RefundsPage, RetrieveRefundsList, Scope, UpdateRefund,
+    AddAutomaticRefund, AddAutomaticRefundForOrder, AddManualRefund, Answer, Caller, Channel,
+    Credentials, IdempotencyClaim, MAX_RESULTS_LIMIT, OperationKind, Origin, PossibleAutoRefund,
+    RefundAt, RefundError, RefundService, RefundStatusView, RefundsPage, Render,
+    RetrieveRefundsList, Scope, UpdateRefund,
 };
 
 /// A tree of named parameters, as a face received them.
@@ -45,16 +48,26 @@ pub trait Operation {
     const NAME: &'static str;
     const SCOPE: Scope;
     const KIND: OperationKind;
-    type Request: Send + 'static;
+    type Request: std::fmt::Debug + Send + 'static;
     type Response: Send + 'static;
 
     fn bind(params: &impl Params) -> Result<Self::Request, RefundError>;
 
+    /// Runs the operation; writes honour `claim` (an idempotency key), reads ignore it.
     fn run(
         service: &RefundService,
         caller: &Caller,
         request: Self::Request,
-    ) -> impl Future<Output = Result<Self::Response, RefundError>> + Send;
+        claim: Option<IdempotencyClaim<Self::Response>>,
+    ) -> impl Future<Output = Answer<Self::Response>> + Send;
+}
+
+/// What a face adds to a call: where it came from, its idempotency key, and how the face
+/// serializes the outcome (used only to store the answer of an idempotent write).
+pub struct CallContext<T> {
+    pub origin: Origin,
+    pub idempotency_key: Option<String>,
+    pub render: Render<T>,
 }
 
 /// Authenticates, binds and runs one operation: what every face does with a call. `params` is
@@ -64,10 +77,32 @@ pub async fn call<Op: Operation, P: Params>(
     service: &RefundService,
     credentials: Option<Credentials>,
     params: Result<&P, RefundError>,
-) -> Result<Op::Response, RefundError> {
-    let caller = service.authenticate(credentials, Op::SCOPE).await?;
-    let request = Op::bind(params?)?;
-    Op::run(service, &caller, request).await
+    context: CallContext<Op::Response>,
+) -> Answer<Op::Response> {
+    let caller = match service
+        .authenticate(credentials, Op::SCOPE, context.origin)
+        .await
+    {
+        Ok(caller) => caller,
+        Err(error) => return Answer::Fresh(Err(error)),
+    };
+    let request = match params.and_then(|params| Op::bind(params)) {
+        Ok(request) => request,
+        Err(error) => return Answer::Fresh(Err(error)),
+    };
+    let claim = context.idempotency_key.map(|key| IdempotencyClaim {
+        key,
+        request_digest: request_digest(caller.channel, Op::NAME, &request),
+        render: context.render,
+    });
+    Op::run(service, &caller, request, claim).await
+}
+
+/// What makes two requests "the same" for an idempotency key: the face, the operation and the
+/// bound request (so formatting, prefixes and a refreshed legacy key do not matter).
+fn request_digest(channel: Channel, operation: &str, request: &impl std::fmt::Debug) -> String {
+    let text = format!("{}|{operation}|{request:?}", channel.as_str());
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// The wire names of all operations, in the order the WSDL lists them.
@@ -149,8 +184,9 @@ impl Operation for AddAutomaticRefundOp {
         service: &RefundService,
         caller: &Caller,
         request: AddAutomaticRefund,
-    ) -> Result<i64, RefundError> {
-        service.add_automatic_refund(caller, request).await
+        claim: Option<IdempotencyClaim<i64>>,
+    ) -> Answer<i64> {
+        service.add_automatic_refund(caller, request, claim).await
     }
 }
 
@@ -173,9 +209,10 @@ impl Operation for AddAutomaticRefundForOrderOp {
         service: &RefundService,
         caller: &Caller,
         request: AddAutomaticRefundForOrder,
-    ) -> Result<i64, RefundError> {
+        claim: Option<IdempotencyClaim<i64>>,
+    ) -> Answer<i64> {
         service
-            .add_automatic_refund_for_order(caller, request)
+            .add_automatic_refund_for_order(caller, request, claim)
             .await
     }
 }
@@ -216,8 +253,9 @@ impl Operation for AddManualRefundOp {
         service: &RefundService,
         caller: &Caller,
         request: AddManualRefund,
-    ) -> Result<i64, RefundError> {
-        service.add_manual_refund(caller, request).await
+        claim: Option<IdempotencyClaim<i64>>,
+    ) -> Answer<i64> {
+        service.add_manual_refund(caller, request, claim).await
     }
 }
 
@@ -236,8 +274,9 @@ impl Operation for GetPossibleAutoRefundsOp {
         service: &RefundService,
         _caller: &Caller,
         request: SourceRef,
-    ) -> Result<Vec<PossibleAutoRefund>, RefundError> {
-        service.get_possible_auto_refunds(request).await
+        _claim: Option<IdempotencyClaim<Vec<PossibleAutoRefund>>>,
+    ) -> Answer<Vec<PossibleAutoRefund>> {
+        Answer::Fresh(service.get_possible_auto_refunds(request).await)
     }
 }
 
@@ -256,8 +295,9 @@ impl Operation for GetRefundStatusOp {
         service: &RefundService,
         _caller: &Caller,
         request: RefundAt,
-    ) -> Result<RefundStatusView, RefundError> {
-        service.get_refund_status(request).await
+        _claim: Option<IdempotencyClaim<RefundStatusView>>,
+    ) -> Answer<RefundStatusView> {
+        Answer::Fresh(service.get_refund_status(request).await)
     }
 }
 
@@ -277,10 +317,11 @@ impl Operation for UpdateRefundOp {
 
     async fn run(
         service: &RefundService,
-        _caller: &Caller,
+        caller: &Caller,
         request: UpdateRefund,
-    ) -> Result<bool, RefundError> {
-        service.update_refund(request).await
+        claim: Option<IdempotencyClaim<bool>>,
+    ) -> Answer<bool> {
+        service.update_refund(caller, request, claim).await
     }
 }
 
@@ -297,10 +338,11 @@ impl Operation for ConfirmRefundOp {
 
     async fn run(
         service: &RefundService,
-        _caller: &Caller,
+        caller: &Caller,
         request: RefundAt,
-    ) -> Result<bool, RefundError> {
-        service.confirm_refund(request).await
+        claim: Option<IdempotencyClaim<bool>>,
+    ) -> Answer<bool> {
+        service.confirm_refund(caller, request, claim).await
     }
 }
 
@@ -317,10 +359,11 @@ impl Operation for CancelRefundOp {
 
     async fn run(
         service: &RefundService,
-        _caller: &Caller,
+        caller: &Caller,
         request: RefundAt,
-    ) -> Result<bool, RefundError> {
-        service.cancel_refund(request).await
+        claim: Option<IdempotencyClaim<bool>>,
+    ) -> Answer<bool> {
+        service.cancel_refund(caller, request, claim).await
     }
 }
 
@@ -351,8 +394,9 @@ impl Operation for RetrieveRefundsListOp {
         service: &RefundService,
         _caller: &Caller,
         request: RetrieveRefundsList,
-    ) -> Result<RefundsPage, RefundError> {
-        service.retrieve_refunds_list(request).await
+        _claim: Option<IdempotencyClaim<RefundsPage>>,
+    ) -> Answer<RefundsPage> {
+        Answer::Fresh(service.retrieve_refunds_list(request).await)
     }
 }
 

@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 use crate::clock::Clock;
 use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
-use crate::refunds::{CallbackOutcome, RefundService};
+use crate::refunds::{CallbackOutcome, Policy, RefundService};
 use crate::rest::{self, JsonReply};
 use crate::soap::envelope::XmlLimits;
 use crate::soap::fault::Fault;
@@ -47,6 +47,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Payment operators for confirmed automatic refunds (default: the sandbox for all).
     pub operators: OperatorsConfig,
+    /// Maker-checker: confirmRefund refuses (faultCode 4021) when the confirming user or key is
+    /// the one that added the refund.
+    pub require_second_approver: bool,
+    /// How long idempotency keys are kept.
+    pub idempotency_ttl: Duration,
     /// Whether this instance runs the outbox worker. Off, confirmed automatic refunds wait in
     /// the outbox (fixture tests use this to keep `Processing` refunds still).
     pub run_outbox: bool,
@@ -67,6 +72,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             operators: OperatorsConfig::default(),
             run_outbox: true,
+            require_second_approver: false,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -101,14 +108,24 @@ pub async fn run(
         store.clone(),
         config.clock,
         config.timezone,
-        operators.routing.clone(),
+        Policy {
+            routing: operators.routing.clone(),
+            require_second_approver: config.require_second_approver,
+            idempotency_ttl_seconds: i64::try_from(config.idempotency_ttl.as_secs())
+                .unwrap_or(i64::MAX),
+        },
     );
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = config.run_outbox.then(|| {
-        tokio::spawn(crate::outbox::run(service.clone(), operators.clone(), async {
-            let _ = worker_stopped.await;
-        }))
+        tokio::spawn(crate::outbox::run(
+            service.clone(),
+            operators.clone(),
+            async {
+                let _ = worker_stopped.await;
+            },
+        ))
     });
+    let housekeeping = tokio::spawn(housekeeping(service.clone()));
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
@@ -155,6 +172,7 @@ pub async fn run(
     }
 
     tracing::info!("shutting down: finishing open requests");
+    housekeeping.abort();
     let _ = stop_worker.send(());
     if let Some(worker) = worker {
         let _ = worker.await;
@@ -171,6 +189,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Forgets expired idempotency keys every ten minutes.
+async fn housekeeping(service: RefundService) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match service.purge_idempotency_keys().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys forgotten"),
+            Err(error) => tracing::warn!(
+                error = format!("{:#}", anyhow::Error::from(error)),
+                "purging idempotency keys failed"
+            ),
+        }
+    }
+}
+
 async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
     let id = app.next_request_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!(
@@ -183,7 +217,10 @@ async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
     async move {
         let started = Instant::now();
         let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
-        let mut reply = match AssertUnwindSafe(route(&app, request)).catch_unwind().await {
+        let mut reply = match AssertUnwindSafe(route(&app, request, id))
+            .catch_unwind()
+            .await
+        {
             Ok(reply) => reply,
             Err(_) => {
                 tracing::error!("request handler panicked");
@@ -223,6 +260,7 @@ enum Route {
         operator: String,
     },
     Health,
+    Ready,
     NotFound,
     /// A JSON route that does not exist (answered in JSON).
     JsonNotFound,
@@ -296,6 +334,7 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
             _ => Route::MethodNotAllowed("GET"),
         },
         "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
         _ => Route::NotFound,
     }
 }
@@ -348,17 +387,36 @@ impl<'a> Gate<'a> {
     }
 }
 
-async fn route(app: &App, request: Request<Incoming>) -> Reply {
+async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
+    let request_id = Some(id.to_string());
     match route_of(app, &request) {
         Route::Wsdl { address } => plain(
             StatusCode::OK,
             "text/xml; charset=utf-8",
             soap::wsdl::with_address(&address),
         ),
-        Route::Soap => soap_request(app, request).await,
-        Route::Rest { operation } => rest_request(app, request, &operation).await,
-        Route::JsonGate { operation } => gate_request(app, request, &operation).await,
+        Route::Soap => soap_request(app, request, request_id).await,
+        Route::Rest { operation } => rest_request(app, request, &operation, request_id).await,
+        Route::JsonGate { operation } => gate_request(app, request, &operation, request_id).await,
         Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
+        Route::Ready => match app.service.ready().await {
+            Ok(()) => plain(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ready\n".to_owned(),
+            ),
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "not ready"
+                );
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "not ready: the ledger does not answer\n".to_owned(),
+                )
+            }
+        },
         Route::OperatorCallback { operator } => callback_request(app, request, &operator).await,
         Route::Health => plain(
             StatusCode::OK,
@@ -393,10 +451,19 @@ async fn route(app: &App, request: Request<Incoming>) -> Reply {
 
 const JSON: &str = "application/json";
 
-async fn rest_request(app: &App, request: Request<Incoming>, operation: &str) -> Reply {
+async fn rest_request(
+    app: &App,
+    request: Request<Incoming>,
+    operation: &str,
+    request_id: Option<String>,
+) -> Reply {
     let method = request.method().as_str().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
     let api_key = api_key_of(&request);
+    let idempotency_key = match idempotency_key_of(&request) {
+        Ok(key) => key,
+        Err(message) => return json_reply(JsonReply::error(422, 2, &message)),
+    };
     let body = match read_body(app, request).await {
         Ok(body) => body,
         Err(error) => return json_reply(error.json(app)),
@@ -406,13 +473,24 @@ async fn rest_request(app: &App, request: Request<Incoming>, operation: &str) ->
         operation,
         query: &query,
         api_key,
+        idempotency_key,
+        request_id,
         body: &body,
     };
     json_reply(rest::handle_rest(&app.service, call).await)
 }
 
-async fn gate_request(app: &App, request: Request<Incoming>, operation: &str) -> Reply {
+async fn gate_request(
+    app: &App,
+    request: Request<Incoming>,
+    operation: &str,
+    request_id: Option<String>,
+) -> Reply {
     let api_key = api_key_of(&request);
+    let idempotency_key = match idempotency_key_of(&request) {
+        Ok(key) => key,
+        Err(message) => return json_reply(JsonReply::error(422, 2, &message)),
+    };
     let body = match read_body(app, request).await {
         Ok(body) => body,
         Err(error) => return json_reply(error.json(app)),
@@ -420,6 +498,8 @@ async fn gate_request(app: &App, request: Request<Incoming>, operation: &str) ->
     let call = rest::GateCall {
         operation,
         api_key,
+        idempotency_key,
+        request_id,
         body: &body,
     };
     json_reply(rest::handle_gate(&app.service, call).await)
@@ -435,6 +515,11 @@ fn json_reply(reply: JsonReply) -> Reply {
         response
             .headers_mut()
             .insert("allow", HeaderValue::from_static(allow));
+    }
+    if reply.replayed {
+        response
+            .headers_mut()
+            .insert("idempotency-replayed", HeaderValue::from_static("true"));
     }
     response
 }
@@ -486,22 +571,26 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
     }
 }
 
-async fn soap_request(app: &App, request: Request<Incoming>) -> Reply {
+async fn soap_request(app: &App, request: Request<Incoming>, request_id: Option<String>) -> Reply {
     let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
     let version = soap::version_for(content_type.as_deref());
     let api_key = api_key_of(&request);
+    let idempotency_key = match idempotency_key_of(&request) {
+        Ok(key) => key,
+        Err(message) => return soap_reply(SoapReply::fault(&Fault::client(version, message))),
+    };
     let body = match read_body(app, request).await {
         Ok(body) => body,
         Err(error) => return soap_reply(SoapReply::fault(&error.fault(app, version))),
     };
-    let reply = soap::handle(
-        &app.service,
-        &body,
-        content_type.as_deref(),
-        api_key.as_deref(),
-        &app.config.xml_limits,
-    )
-    .await;
+    let call = soap::SoapCall {
+        body: &body,
+        content_type: content_type.as_deref(),
+        api_key: api_key.as_deref(),
+        idempotency_key,
+        request_id,
+    };
+    let reply = soap::handle(&app.service, call, &app.config.xml_limits).await;
     if let Some(operation) = reply.operation {
         tracing::Span::current().record("operation", operation);
     }
@@ -563,6 +652,24 @@ async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyE
         }
         Ok(Err(_)) => Err(BodyError::Broken),
     }
+}
+
+/// The `Idempotency-Key` header: printable ASCII, at most 255 bytes.
+fn idempotency_key_of(request: &Request<Incoming>) -> Result<Option<String>, String> {
+    let Some(value) = request.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| "Idempotency-Key must be printable ASCII".to_owned())?
+        .trim();
+    if key.is_empty() || key.len() > soap::envelope::MAX_IDEMPOTENCY_KEY {
+        return Err(format!(
+            "Idempotency-Key must be 1 to {} characters",
+            soap::envelope::MAX_IDEMPOTENCY_KEY
+        ));
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// An API key from `X-API-KEY` or `Authorization: Bearer`.

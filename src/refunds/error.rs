@@ -90,6 +90,12 @@ pub enum RefundError {
     /// 4020
     #[error("can't cancel refund {id} in status {status}")]
     CannotCancelInStatus { id: i64, status: &'static str },
+    /// 4021: maker-checker is on and the caller added this refund.
+    #[error("refund {0} must be confirmed by someone other than who added it")]
+    SecondApproverRequired(i64),
+    /// 4022: an idempotency key seen before came with a different request.
+    #[error("the idempotency key was already used with a different request; use a new key")]
+    IdempotencyKeyReused,
     /// 3 (4010 for the add operations): a bug or an unavailable store. Logged, never sent.
     #[error("operation failed")]
     Internal(#[from] anyhow::Error),
@@ -126,6 +132,8 @@ impl RefundError {
             RefundError::WrongRefundSource { .. } => 4018,
             RefundError::CannotCancelProcessing(_) => 4019,
             RefundError::CannotCancelInStatus { .. } => 4020,
+            RefundError::SecondApproverRequired(_) => 4021,
+            RefundError::IdempotencyKeyReused => 4022,
             RefundError::Internal(_) => match kind {
                 OperationKind::Add => 4010,
                 OperationKind::Other => 3,

@@ -4,11 +4,11 @@
 //! into the types below and call one method of [`RefundService`] per operation; the ledger is
 //! reached only through [`crate::store::Ledger`], inside one transaction per operation.
 
+pub mod audit;
 pub mod error;
 pub mod outbox;
+mod rules;
 pub mod types;
-
-use std::cmp::min;
 
 use chrono_tz::Tz;
 use sha1::{Digest as _, Sha1};
@@ -16,14 +16,15 @@ use sha1::{Digest as _, Sha1};
 use std::sync::Arc;
 
 use crate::clock::{Clock, neighbouring_local_dates, system_millis};
-use crate::money::{AmountError, Currency, Money, minor_to_decimal};
+use crate::money::Money;
 use crate::store::{Ledger, Store};
+pub use audit::Channel;
 pub use error::{OperationKind, RefundError};
 use outbox::{OperatorRouting, RetryPolicy};
+use rules::Change;
 use types::{
-    JobState, JobStep, ManualDetails, MovementId, NewRefund, OperatorAnswer, Refund, RefundJob,
-    RefundMethod, RefundStatus, RequestedAmount, Scopes, Settlement, Source, SourceFilter,
-    SourceRef, SourceType, Timestamp,
+    JobState, JobStep, ManualDetails, MovementId, OperatorAnswer, Refund, RefundJob, RefundStatus,
+    RequestedAmount, Scopes, Settlement, SourceFilter, SourceRef, Timestamp,
 };
 
 /// `addAutomaticRefund`: refund a return's or claim's outstanding value automatically.
@@ -100,11 +101,71 @@ pub struct RefundsPage {
     pub refunds: Vec<Refund>,
 }
 
-/// Who is calling, once authenticated.
+/// Who is calling, once authenticated, and through which door.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The legacy login, `key:{name}` for an API key, or the system part acting.
     pub login: String,
     pub scopes: Scopes,
+    pub channel: Channel,
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// The service itself acting (the outbox worker, an operator's callback).
+    pub fn system(login: impl Into<String>, channel: Channel) -> Caller {
+        Caller {
+            login: login.into(),
+            scopes: Scopes::ALL,
+            channel,
+            request_id: None,
+        }
+    }
+}
+
+/// Where a call came from: the face and the server's request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub channel: Channel,
+    pub request_id: Option<String>,
+}
+
+/// An answer to a write as a face serialized it, kept under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// A write that carries an idempotency key: the key, a digest of the request (so a reused key
+/// with another request is caught), and how the face serializes the outcome, so that the
+/// answer is stored in the same transaction as the change.
+pub struct IdempotencyClaim<T> {
+    pub key: String,
+    pub request_digest: String,
+    pub render: Render<T>,
+}
+
+/// How a face serializes an outcome.
+pub type Render<T> = Box<dyn FnOnce(&Result<T, RefundError>) -> StoredResponse + Send>;
+
+/// The outcome of a call: fresh, or the stored first answer to the same idempotent request.
+pub enum Answer<T> {
+    Fresh(Result<T, RefundError>),
+    Replayed(StoredResponse),
+}
+
+impl<T> Answer<T> {
+    /// The fresh outcome, for callers that never pass an idempotency key.
+    pub fn fresh(self) -> Result<T, RefundError> {
+        match self {
+            Answer::Fresh(outcome) => outcome,
+            Answer::Replayed(_) => {
+                Err(anyhow::anyhow!("a replayed answer where none was asked for").into())
+            }
+        }
+    }
 }
 
 /// Legacy credentials: `authenticate{userLogin, authenticateKey}`.
@@ -154,9 +215,30 @@ pub struct RefundService {
     store: Store,
     clock: Clock,
     timezone: Tz,
-    routing: Arc<OperatorRouting>,
+    policy: Arc<Policy>,
     /// Woken when a job is added, so the outbox worker sends it at once.
     jobs_added: Arc<tokio::sync::Notify>,
+}
+
+/// How the service is configured to behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Which operator refunds which payment.
+    pub routing: OperatorRouting,
+    /// Maker-checker: a refund must be confirmed by someone other than who added it.
+    pub require_second_approver: bool,
+    /// How long idempotency keys are kept, in seconds.
+    pub idempotency_ttl_seconds: i64,
+}
+
+impl Policy {
+    pub fn new(routing: OperatorRouting) -> Policy {
+        Policy {
+            routing,
+            require_second_approver: false,
+            idempotency_ttl_seconds: 24 * 3600,
+        }
+    }
 }
 
 /// What a callback from an operator did.
@@ -169,24 +251,83 @@ pub enum CallbackOutcome {
 }
 
 impl RefundService {
-    pub fn new(
-        store: Store,
-        clock: Clock,
-        timezone: Tz,
-        routing: OperatorRouting,
-    ) -> RefundService {
+    pub fn new(store: Store, clock: Clock, timezone: Tz, policy: Policy) -> RefundService {
         RefundService {
             store,
             clock,
             timezone,
-            routing: Arc::new(routing),
+            policy: Arc::new(policy),
             jobs_added: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+
+    /// Whether the ledger answers (for readiness).
+    pub async fn ready(&self) -> Result<(), RefundError> {
+        self.store
+            .read(|ledger| Ok(ledger.audit_head().map(|_| ())?))
+            .await
     }
 
     /// Resolves when a job has been added since the last call (or at once, if one was).
     pub async fn job_added(&self) {
         self.jobs_added.notified().await;
+    }
+
+    /// Runs one write in one transaction, with its idempotency key when it has one: a key seen
+    /// before with the same request replays the stored answer and changes nothing; with another
+    /// request it is refused. A fresh outcome is stored with the key in the same transaction
+    /// (business errors too; internal failures are not stored, so a retry runs again).
+    async fn transact<T, F>(
+        &self,
+        caller: &Caller,
+        claim: Option<IdempotencyClaim<T>>,
+        work: F,
+    ) -> Answer<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Ledger, &Caller) -> Result<T, RefundError> + Send + 'static,
+    {
+        let caller = caller.clone();
+        let now = self.clock.now();
+        let outcome = self
+            .store
+            .write(move |ledger| {
+                if let Some(claim) = &claim
+                    && let Some((digest, stored)) =
+                        ledger.idempotent_answer(&caller.login, &claim.key)?
+                {
+                    if digest == claim.request_digest {
+                        return Ok(Answer::Replayed(stored));
+                    }
+                    return Ok(Answer::Fresh(Err(RefundError::IdempotencyKeyReused)));
+                }
+                ledger.savepoint()?;
+                let outcome = work(ledger, &caller);
+                if outcome.is_ok() {
+                    ledger.release_savepoint()?;
+                } else {
+                    ledger.rollback_to_savepoint()?;
+                }
+                if let Some(claim) = claim
+                    && !matches!(outcome, Err(RefundError::Internal(_)))
+                {
+                    let stored = (claim.render)(&outcome);
+                    ledger.remember_answer(
+                        &caller.login,
+                        &claim.key,
+                        &claim.request_digest,
+                        &stored,
+                        now,
+                    )?;
+                }
+                Ok::<_, RefundError>(Answer::Fresh(outcome))
+            })
+            .await;
+        outcome.unwrap_or_else(|error| Answer::Fresh(Err(error)))
     }
 
     /// Claims the outbox jobs due now (see `Ledger::claim_due_jobs`).
@@ -213,6 +354,7 @@ impl RefundService {
         jitter_permille: i64,
     ) -> Result<Option<JobStep>, RefundError> {
         let now_ms = system_millis();
+        let now = self.clock.now();
         self.store
             .write(move |ledger| {
                 let current = ledger.job(job.refund_id)?;
@@ -230,7 +372,18 @@ impl RefundService {
                 );
                 ledger.record_job_step(&step, now_ms)?;
                 if let Some(settlement) = &step.settlement {
-                    ledger.settle(job.refund_id, settlement)?;
+                    let caller =
+                        Caller::system(format!("outbox:{}", current.operator), Channel::Worker);
+                    settle(
+                        ledger,
+                        job.refund_id,
+                        settlement,
+                        &Change {
+                            now,
+                            caller: &caller,
+                            operation: "settle",
+                        },
+                    )?;
                 }
                 Ok(Some(step))
             })
@@ -246,6 +399,7 @@ impl RefundService {
         answer: OperatorAnswer,
     ) -> Result<Option<CallbackOutcome>, RefundError> {
         let now_ms = system_millis();
+        let now = self.clock.now();
         let operator = operator.to_owned();
         self.store
             .write(move |ledger| {
@@ -278,14 +432,20 @@ impl RefundService {
                     settlement: Some(settlement.clone()),
                 };
                 ledger.record_job_step(&step, now_ms)?;
-                ledger.settle(refund_id, &settlement)?;
+                let caller = Caller::system(format!("operator:{operator}"), Channel::Operator);
+                settle(
+                    ledger,
+                    refund_id,
+                    &settlement,
+                    &Change {
+                        now,
+                        caller: &caller,
+                        operation: "callback",
+                    },
+                )?;
                 Ok(Some(CallbackOutcome::Settled))
             })
             .await
-    }
-
-    pub fn timezone(&self) -> Tz {
-        self.timezone
     }
 
     /// Checks the caller's credentials, then the scope the operation needs.
@@ -297,18 +457,27 @@ impl RefundService {
         &self,
         credentials: Option<Credentials>,
         needs: Scope,
+        origin: Origin,
     ) -> Result<Caller, RefundError> {
-        let caller = match credentials.ok_or(RefundError::Unauthenticated)? {
+        let (login, scopes) = match credentials.ok_or(RefundError::Unauthenticated)? {
             Credentials::Legacy(legacy) => self.legacy_caller(legacy).await?,
             Credentials::ApiKey(key) => self.api_key_caller(&key).await?,
         };
-        if !needs.granted(caller.scopes) {
+        if !needs.granted(scopes) {
             return Err(RefundError::Forbidden(needs.name()));
         }
-        Ok(caller)
+        Ok(Caller {
+            login,
+            scopes,
+            channel: origin.channel,
+            request_id: origin.request_id,
+        })
     }
 
-    async fn legacy_caller(&self, credentials: LegacyCredentials) -> Result<Caller, RefundError> {
+    async fn legacy_caller(
+        &self,
+        credentials: LegacyCredentials,
+    ) -> Result<(String, Scopes), RefundError> {
         let dates = neighbouring_local_dates(self.clock.now(), self.timezone);
         let login = credentials.login.clone();
         let user = self
@@ -323,23 +492,17 @@ impl RefundService {
         {
             return Err(RefundError::Unauthenticated);
         }
-        Ok(Caller {
-            login: user.login,
-            scopes: user.scopes,
-        })
+        Ok((user.login, user.scopes))
     }
 
-    async fn api_key_caller(&self, key: &str) -> Result<Caller, RefundError> {
+    async fn api_key_caller(&self, key: &str) -> Result<(String, Scopes), RefundError> {
         let digest = api_key_digest(key.trim());
         let found = self
             .store
             .read(move |ledger| ledger.api_key(&digest).map_err(RefundError::from))
             .await?;
         match found {
-            Some(key) if key.revoked_at.is_none() => Ok(Caller {
-                login: format!("key:{}", key.name),
-                scopes: key.scopes,
-            }),
+            Some(key) if key.revoked_at.is_none() => Ok((format!("key:{}", key.name), key.scopes)),
             _ => Err(RefundError::Unauthenticated),
         }
     }
@@ -348,36 +511,60 @@ impl RefundService {
         &self,
         caller: &Caller,
         request: AddAutomaticRefund,
-    ) -> Result<MovementId, RefundError> {
+        claim: Option<IdempotencyClaim<MovementId>>,
+    ) -> Answer<MovementId> {
         let now = self.clock.now();
-        let created_by = caller.login.clone();
-        self.store
-            .write(move |ledger| add_automatic_refund(ledger, &request, now, created_by))
-            .await
+        self.transact(caller, claim, move |ledger, caller| {
+            rules::add_automatic_refund(
+                ledger,
+                &request,
+                &Change {
+                    now,
+                    caller,
+                    operation: "addAutomaticRefund",
+                },
+            )
+        })
+        .await
     }
 
     pub async fn add_automatic_refund_for_order(
         &self,
         caller: &Caller,
         request: AddAutomaticRefundForOrder,
-    ) -> Result<MovementId, RefundError> {
+        claim: Option<IdempotencyClaim<MovementId>>,
+    ) -> Answer<MovementId> {
         let now = self.clock.now();
-        let created_by = caller.login.clone();
-        self.store
-            .write(move |ledger| add_automatic_refund_for_order(ledger, &request, now, created_by))
-            .await
+        self.transact(caller, claim, move |ledger, caller| {
+            let change = Change {
+                now,
+                caller,
+                operation: "addAutomaticRefundForOrder",
+            };
+            rules::add_automatic_refund_for_order(ledger, &request, &change)
+        })
+        .await
     }
 
     pub async fn add_manual_refund(
         &self,
         caller: &Caller,
         request: AddManualRefund,
-    ) -> Result<MovementId, RefundError> {
+        claim: Option<IdempotencyClaim<MovementId>>,
+    ) -> Answer<MovementId> {
         let now = self.clock.now();
-        let created_by = caller.login.clone();
-        self.store
-            .write(move |ledger| add_manual_refund(ledger, &request, now, created_by))
-            .await
+        self.transact(caller, claim, move |ledger, caller| {
+            rules::add_manual_refund(
+                ledger,
+                &request,
+                &Change {
+                    now,
+                    caller,
+                    operation: "addManualRefund",
+                },
+            )
+        })
+        .await
     }
 
     pub async fn get_possible_auto_refunds(
@@ -385,14 +572,14 @@ impl RefundService {
         source: SourceRef,
     ) -> Result<Vec<PossibleAutoRefund>, RefundError> {
         self.store
-            .read(move |ledger| possible_auto_refunds(ledger, source))
+            .read(move |ledger| rules::possible_auto_refunds(ledger, source))
             .await
     }
 
     pub async fn get_refund_status(&self, at: RefundAt) -> Result<RefundStatusView, RefundError> {
         self.store
             .read(move |ledger| {
-                let refund = find_refund(ledger, at)?;
+                let refund = rules::find_refund(ledger, at)?;
                 Ok(RefundStatusView {
                     date_add: refund.created_at,
                     value: refund.amount,
@@ -404,27 +591,74 @@ impl RefundService {
             .await
     }
 
-    pub async fn update_refund(&self, request: UpdateRefund) -> Result<bool, RefundError> {
-        self.store
-            .write(move |ledger| update_refund(ledger, &request))
-            .await
-    }
-
-    pub async fn confirm_refund(&self, at: RefundAt) -> Result<bool, RefundError> {
+    pub async fn update_refund(
+        &self,
+        caller: &Caller,
+        request: UpdateRefund,
+        claim: Option<IdempotencyClaim<bool>>,
+    ) -> Answer<bool> {
         let now = self.clock.now();
-        let routing = self.routing.clone();
-        let confirmed = self
-            .store
-            .write(move |ledger| confirm_refund(ledger, at, now, &routing))
-            .await?;
-        self.jobs_added.notify_one();
-        Ok(confirmed)
+        self.transact(caller, claim, move |ledger, caller| {
+            rules::update_refund(
+                ledger,
+                &request,
+                &Change {
+                    now,
+                    caller,
+                    operation: "updateRefund",
+                },
+            )
+        })
+        .await
     }
 
-    pub async fn cancel_refund(&self, at: RefundAt) -> Result<bool, RefundError> {
-        self.store
-            .write(move |ledger| cancel_refund(ledger, at))
-            .await
+    pub async fn confirm_refund(
+        &self,
+        caller: &Caller,
+        at: RefundAt,
+        claim: Option<IdempotencyClaim<bool>>,
+    ) -> Answer<bool> {
+        let now = self.clock.now();
+        let policy = self.policy.clone();
+        let answer = self
+            .transact(caller, claim, move |ledger, caller| {
+                let change = Change {
+                    now,
+                    caller,
+                    operation: "confirmRefund",
+                };
+                rules::confirm_refund(
+                    ledger,
+                    at,
+                    &change,
+                    &policy.routing,
+                    policy.require_second_approver,
+                )
+            })
+            .await;
+        self.jobs_added.notify_one();
+        answer
+    }
+
+    pub async fn cancel_refund(
+        &self,
+        caller: &Caller,
+        at: RefundAt,
+        claim: Option<IdempotencyClaim<bool>>,
+    ) -> Answer<bool> {
+        let now = self.clock.now();
+        self.transact(caller, claim, move |ledger, caller| {
+            rules::cancel_refund(
+                ledger,
+                at,
+                &Change {
+                    now,
+                    caller,
+                    operation: "cancelRefund",
+                },
+            )
+        })
+        .await
     }
 
     pub async fn retrieve_refunds_list(
@@ -451,6 +685,32 @@ impl RefundService {
             })
             .await
     }
+
+    /// Forgets idempotency keys older than the policy keeps them; returns how many.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64, RefundError> {
+        let before = self.clock.now() - self.policy.idempotency_ttl_seconds;
+        self.store
+            .write(move |ledger| Ok(ledger.purge_answers(before)?))
+            .await
+    }
+}
+
+/// Settles a `Processing` refund and records it in the audit chain.
+fn settle(
+    ledger: &mut dyn Ledger,
+    refund_id: MovementId,
+    settlement: &Settlement,
+    change: &Change<'_>,
+) -> Result<(), RefundError> {
+    let before = ledger
+        .refund(refund_id)?
+        .ok_or_else(|| anyhow::anyhow!("settling missing refund {refund_id}"))?;
+    ledger.settle(refund_id, settlement)?;
+    let status = match settlement {
+        Settlement::Completed { .. } => RefundStatus::Completed,
+        Settlement::Failed { .. } => RefundStatus::Failed,
+    };
+    rules::record(ledger, change, &before, status, before.amount.minor)
 }
 
 /// `sha1(date + password_sha1_hex)` in lowercase hex.
@@ -493,310 +753,4 @@ pub fn api_key_digest(key: &str) -> String {
 /// `sha1(password)` in lowercase hex, as the legacy scheme stores it.
 pub fn password_sha1_hex(password: &str) -> String {
     hex::encode(Sha1::digest(password.as_bytes()))
-}
-
-fn load_source(ledger: &mut dyn Ledger, source: SourceRef) -> Result<Source, RefundError> {
-    ledger.source(source)?.ok_or(RefundError::SourceNotFound {
-        source_type: source.source_type.as_str(),
-        id: source.id,
-    })
-}
-
-/// Checks a requested amount against the currency it must be in: positive, in that currency,
-/// and no finer than its minor unit.
-fn checked_amount(requested: &RequestedAmount, currency: Currency) -> Result<Money, RefundError> {
-    if requested.value <= rust_decimal::Decimal::ZERO {
-        return Err(RefundError::AmountNotPositive);
-    }
-    let Some(given) = Currency::parse(&requested.currency) else {
-        return Err(RefundError::InvalidCurrency(format!(
-            "'{}' is not an ISO 4217 currency code",
-            error::quote(&requested.currency)
-        )));
-    };
-    if given != currency {
-        return Err(RefundError::InvalidCurrency(format!(
-            "a refund is paid in the currency of what it refunds ({currency}), not {given}"
-        )));
-    }
-    Money::from_decimal(requested.value, currency).map_err(|error| match error {
-        AmountError::SubUnit { exponent } => RefundError::InvalidParameters(format!(
-            "refundValue {} has more decimal places than {currency} allows ({exponent})",
-            requested.value
-        )),
-        AmountError::NotPositive => RefundError::AmountNotPositive,
-        AmountError::TooLarge => {
-            RefundError::InvalidParameters(format!("refundValue {} is too large", requested.value))
-        }
-    })
-}
-
-fn exceeds(available_minor: i64, currency: Currency) -> RefundError {
-    RefundError::AmountExceedsRefundable {
-        available: minor_to_decimal(available_minor.max(0), currency),
-        currency: currency.code().to_owned(),
-    }
-}
-
-fn add_automatic_refund(
-    ledger: &mut dyn Ledger,
-    request: &AddAutomaticRefund,
-    now: Timestamp,
-    created_by: String,
-) -> Result<MovementId, RefundError> {
-    if request.source.source_type == SourceType::Order {
-        return Err(RefundError::SourceTypeNotAllowed {
-            given: "order",
-            expected: "return or rma",
-        });
-    }
-    let source = load_source(ledger, request.source)?;
-    let currency = source.order.currency;
-    if source.outstanding_minor <= 0 {
-        return Err(RefundError::AutoRefundNotPossible(format!(
-            "{} {} is already fully refunded",
-            request.source.source_type.as_str(),
-            request.source.id
-        )));
-    }
-    let payments: Vec<_> = ledger
-        .order_payments(source.order.id)?
-        .into_iter()
-        .filter(|payment| payment.auto_refund && payment.refundable_minor() > 0)
-        .collect();
-    if payments.is_empty() {
-        return Err(RefundError::NoRefundablePayments(source.order.id));
-    }
-    let from_payments: i64 = payments
-        .iter()
-        .map(|payment| payment.refundable_minor())
-        .sum();
-    let available = min(from_payments, source.order.refundable_minor());
-    if source.outstanding_minor > available {
-        return Err(exceeds(available, currency));
-    }
-    // Oldest payment first, one refund per payment used; all of them or none.
-    let mut remaining = source.outstanding_minor;
-    let mut first_id = None;
-    for payment in payments {
-        if remaining == 0 {
-            break;
-        }
-        let take = min(remaining, payment.refundable_minor());
-        let id = ledger.reserve_refund(&NewRefund {
-            order_id: source.order.id,
-            source: request.source,
-            method: RefundMethod::Automatic {
-                payment_id: payment.id,
-            },
-            amount: Money {
-                minor: take,
-                currency,
-            },
-            details: None,
-            created_at: now,
-            created_by: created_by.clone(),
-        })?;
-        first_id.get_or_insert(id);
-        remaining -= take;
-    }
-    first_id
-        .ok_or_else(|| anyhow::anyhow!("no refund was reserved for an outstanding value").into())
-}
-
-fn add_automatic_refund_for_order(
-    ledger: &mut dyn Ledger,
-    request: &AddAutomaticRefundForOrder,
-    now: Timestamp,
-    created_by: String,
-) -> Result<MovementId, RefundError> {
-    let source = SourceRef {
-        source_type: SourceType::Order,
-        id: request.order_id,
-    };
-    let order = load_source(ledger, source)?.order;
-    if order.fulfilled {
-        return Err(RefundError::OrderFulfilled(order.id));
-    }
-    let payment = ledger
-        .payment(request.payment_id)?
-        .filter(|payment| payment.order_id == order.id)
-        .ok_or_else(|| {
-            RefundError::InvalidPayment(format!(
-                "{} is not a payment of order {}",
-                request.payment_id, order.id
-            ))
-        })?;
-    if !payment.auto_refund {
-        return Err(RefundError::PaymentNotAutoRefundable(payment.id));
-    }
-    let amount = checked_amount(&request.amount, payment.amount.currency)?;
-    let available = min(payment.refundable_minor(), order.refundable_minor());
-    if amount.minor > available {
-        return Err(exceeds(available, amount.currency));
-    }
-    Ok(ledger.reserve_refund(&NewRefund {
-        order_id: order.id,
-        source,
-        method: RefundMethod::Automatic {
-            payment_id: payment.id,
-        },
-        amount,
-        details: None,
-        created_at: now,
-        created_by,
-    })?)
-}
-
-fn add_manual_refund(
-    ledger: &mut dyn Ledger,
-    request: &AddManualRefund,
-    now: Timestamp,
-    created_by: String,
-) -> Result<MovementId, RefundError> {
-    let source = load_source(ledger, request.source)?;
-    if !ledger.payment_form_exists(request.details.payment_form_id)? {
-        return Err(RefundError::InvalidPaymentForm(
-            request.details.payment_form_id,
-        ));
-    }
-    let amount = checked_amount(&request.amount, source.order.currency)?;
-    let available = min(source.outstanding_minor, source.order.refundable_minor());
-    if amount.minor > available {
-        return Err(exceeds(available, amount.currency));
-    }
-    Ok(ledger.reserve_refund(&NewRefund {
-        order_id: source.order.id,
-        source: request.source,
-        method: RefundMethod::Manual,
-        amount,
-        details: Some(request.details.clone()),
-        created_at: now,
-        created_by,
-    })?)
-}
-
-fn possible_auto_refunds(
-    ledger: &mut dyn Ledger,
-    source: SourceRef,
-) -> Result<Vec<PossibleAutoRefund>, RefundError> {
-    let source = load_source(ledger, source)?;
-    if source.source.source_type == SourceType::Order && source.order.fulfilled {
-        return Err(RefundError::OrderFulfilled(source.order.id));
-    }
-    let cap = min(source.outstanding_minor, source.order.refundable_minor());
-    let payments = ledger.order_payments(source.order.id)?;
-    Ok(payments
-        .into_iter()
-        .filter(|payment| payment.auto_refund)
-        .filter_map(|payment| {
-            let value = min(payment.refundable_minor(), cap);
-            (value > 0).then_some(PossibleAutoRefund {
-                payment_id: payment.id,
-                value: Money {
-                    minor: value,
-                    currency: payment.amount.currency,
-                },
-                full: value == payment.amount.minor,
-            })
-        })
-        .collect())
-}
-
-/// Loads the refund `at` names, checking that its source exists and that it belongs to it.
-fn find_refund(ledger: &mut dyn Ledger, at: RefundAt) -> Result<Refund, RefundError> {
-    load_source(ledger, at.source)?;
-    let refund = ledger
-        .refund(at.refund_id)?
-        .ok_or_else(|| RefundError::InvalidPayment(format!("{} is not a refund", at.refund_id)))?;
-    if refund.source != at.source {
-        return Err(RefundError::WrongRefundSource {
-            id: refund.id,
-            source_type: at.source.source_type.as_str(),
-            source_id: at.source.id,
-        });
-    }
-    Ok(refund)
-}
-
-/// The error for changing a refund that is no longer `New`.
-fn not_new(refund: &Refund) -> RefundError {
-    match refund.status {
-        RefundStatus::Processing => RefundError::AlreadyProcessing(refund.id),
-        RefundStatus::Completed => RefundError::AlreadyApproved(refund.id),
-        status => RefundError::NotEditable {
-            id: refund.id,
-            status: status.as_str(),
-        },
-    }
-}
-
-fn update_refund(ledger: &mut dyn Ledger, request: &UpdateRefund) -> Result<bool, RefundError> {
-    let refund = find_refund(ledger, request.refund)?;
-    if refund.status != RefundStatus::New {
-        return Err(not_new(&refund));
-    }
-    let amount = checked_amount(&request.amount, refund.amount.currency)?;
-    // What is available if this refund's own reservation is released.
-    let source = load_source(ledger, refund.source)?;
-    let mut available = min(source.outstanding_minor, source.order.refundable_minor());
-    if let RefundMethod::Automatic { payment_id } = refund.method {
-        let payment = ledger.payment(payment_id)?.ok_or_else(|| {
-            anyhow::anyhow!("refund {} names missing payment {payment_id}", refund.id)
-        })?;
-        available = min(available, payment.refundable_minor());
-    }
-    let available = available + refund.amount.minor;
-    if amount.minor > available {
-        return Err(exceeds(available, amount.currency));
-    }
-    ledger.change_reserved_amount(refund.id, amount.minor)?;
-    Ok(true)
-}
-
-fn confirm_refund(
-    ledger: &mut dyn Ledger,
-    at: RefundAt,
-    now: Timestamp,
-    routing: &OperatorRouting,
-) -> Result<bool, RefundError> {
-    let refund = find_refund(ledger, at)?;
-    if refund.status != RefundStatus::New {
-        return Err(not_new(&refund));
-    }
-    let status = match refund.method {
-        RefundMethod::Manual => RefundStatus::Completed,
-        RefundMethod::Automatic { payment_id } => {
-            let payment = ledger.payment(payment_id)?.ok_or_else(|| {
-                anyhow::anyhow!("refund {} names missing payment {payment_id}", refund.id)
-            })?;
-            if payment.external_transaction_id.is_none() {
-                return Err(RefundError::MissingExternalTransactionId(payment_id));
-            }
-            // Handed to the operator: the job that sends it commits with the confirmation.
-            ledger.enqueue_job(
-                refund.id,
-                routing.operator_for(payment.payment_system),
-                system_millis(),
-            )?;
-            RefundStatus::Processing
-        }
-    };
-    ledger.confirm(refund.id, status, now)?;
-    Ok(true)
-}
-
-fn cancel_refund(ledger: &mut dyn Ledger, at: RefundAt) -> Result<bool, RefundError> {
-    let refund = find_refund(ledger, at)?;
-    match refund.status {
-        RefundStatus::New => {
-            ledger.cancel(refund.id)?;
-            Ok(true)
-        }
-        RefundStatus::Processing => Err(RefundError::CannotCancelProcessing(refund.id)),
-        status => Err(RefundError::CannotCancelInStatus {
-            id: refund.id,
-            status: status.as_str(),
-        }),
-    }
 }

@@ -10,11 +10,14 @@ use serde_json::{Map, Number, Value, json};
 use crate::clock::format_local_datetime;
 use crate::money::Money;
 use crate::operations::{
-    AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CancelRefundOp,
-    ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, OPERATION_NAMES, Operation,
-    Params, RetrieveRefundsListOp, Scalar, UpdateRefundOp, call,
+    AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CallContext,
+    CancelRefundOp, ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, OPERATION_NAMES,
+    Operation, Params, RetrieveRefundsListOp, Scalar, UpdateRefundOp, call,
 };
-use crate::refunds::{Credentials, LegacyCredentials, RefundError, RefundService};
+use crate::refunds::{
+    Answer, Channel, Credentials, LegacyCredentials, Origin, RefundError, RefundService,
+    StoredResponse,
+};
 
 /// The OpenAPI 3 document of the REST face, served at `/api/doc/admin/v6/json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -30,6 +33,8 @@ pub struct JsonReply {
     /// For 405: the method the operation takes.
     pub allow: Option<&'static str>,
     pub operation: Option<&'static str>,
+    /// The stored answer to an earlier request with the same idempotency key.
+    pub replayed: bool,
 }
 
 impl JsonReply {
@@ -39,6 +44,25 @@ impl JsonReply {
             body: body.to_string(),
             allow: None,
             operation: None,
+            replayed: false,
+        }
+    }
+
+    fn stored(&self) -> StoredResponse {
+        StoredResponse {
+            status: self.status,
+            content_type: "application/json".to_owned(),
+            body: self.body.clone().into_bytes(),
+        }
+    }
+
+    fn replayed(stored: StoredResponse) -> JsonReply {
+        JsonReply {
+            status: stored.status,
+            body: String::from_utf8_lossy(&stored.body).into_owned(),
+            allow: None,
+            operation: None,
+            replayed: true,
         }
     }
 
@@ -106,11 +130,14 @@ pub struct RestCall<'a> {
     pub operation: &'a str,
     pub query: &'a str,
     pub api_key: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_id: Option<String>,
     pub body: &'a [u8],
 }
 
 /// Runs one REST call: 200 with the result, 207 with `errors` for a business error, 401/403 for
-/// credentials and scopes, 422 for unreadable or invalid parameters, 404/405 for the route.
+/// credentials and scopes, 409 for a reused idempotency key, 422 for unreadable or invalid
+/// parameters, 404/405 for the route.
 pub async fn handle_rest(service: &RefundService, call: RestCall<'_>) -> JsonReply {
     crate::dispatch_operation!(
         call.operation,
@@ -137,40 +164,65 @@ async fn rest<Op: JsonOperation>(service: &RefundService, request: &RestCall<'_>
         };
     }
     let credentials = request.api_key.clone().map(Credentials::ApiKey);
-    let outcome = if Op::METHOD == "GET" {
+    let timezone = service.timezone();
+    let context = CallContext {
+        origin: Origin {
+            channel: Channel::Rest,
+            request_id: request.request_id.clone(),
+        },
+        idempotency_key: request.idempotency_key.clone(),
+        render: Box::new(move |outcome| rest_reply::<Op>(outcome, timezone).stored()),
+    };
+    let answer = if Op::METHOD == "GET" {
         let query = QueryParams::parse(request.query);
-        call::<Op, _>(service, credentials, Ok(&query)).await
+        call::<Op, _>(service, credentials, Ok(&query), context).await
     } else {
         match body_params(request.body) {
-            Ok(params) => call::<Op, _>(service, credentials, Ok(&params)).await,
-            Err(error) => call::<Op, Map<String, Value>>(service, credentials, Err(error)).await,
+            Ok(params) => call::<Op, _>(service, credentials, Ok(&params), context).await,
+            Err(error) => {
+                call::<Op, Map<String, Value>>(service, credentials, Err(error), context).await
+            }
         }
     };
-    let mut reply = match outcome {
-        Ok(response) => JsonReply::new(
-            200,
-            &Value::Object(Op::result_json(&response, service.timezone())),
-        ),
+    let mut reply = match answer {
+        Answer::Fresh(outcome) => {
+            if let Err(error) = &outcome {
+                log_error(Op::NAME, error);
+            }
+            rest_reply::<Op>(&outcome, timezone)
+        }
+        Answer::Replayed(stored) => JsonReply::replayed(stored),
+    };
+    reply.operation = Some(Op::NAME);
+    reply
+}
+
+fn rest_reply<Op: JsonOperation>(
+    outcome: &Result<Op::Response, RefundError>,
+    timezone: Tz,
+) -> JsonReply {
+    match outcome {
+        Ok(response) => JsonReply::new(200, &Value::Object(Op::result_json(response, timezone))),
         Err(error) => {
-            log_error(Op::NAME, &error);
-            let status = match &error {
+            let status = match error {
                 RefundError::Unauthenticated => 401,
                 RefundError::Forbidden(_) => 403,
                 RefundError::InvalidParameters(_) => 422,
+                RefundError::IdempotencyKeyReused => 409,
                 RefundError::Internal(_) => 500,
                 _ => 207,
             };
             JsonReply::error(status, error.fault_code(Op::KIND), &error.public_message())
         }
-    };
-    reply.operation = Some(Op::NAME);
-    reply
+    }
 }
 
 /// A legacy JSON gate call.
 pub struct GateCall<'a> {
     pub operation: &'a str,
     pub api_key: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_id: Option<String>,
     pub body: &'a [u8],
 }
 
@@ -205,7 +257,32 @@ async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>
             "params must be a JSON object".to_owned(),
         )),
     };
-    let outcome = call::<Op, _>(service, credentials, params).await;
+    let timezone = service.timezone();
+    let context = CallContext {
+        origin: Origin {
+            channel: Channel::JsonGate,
+            request_id: request.request_id.clone(),
+        },
+        idempotency_key: request.idempotency_key.clone(),
+        render: Box::new(move |outcome| gate_reply::<Op>(outcome, timezone).stored()),
+    };
+    let mut reply = match call::<Op, _>(service, credentials, params, context).await {
+        Answer::Fresh(outcome) => {
+            if let Err(error) = &outcome {
+                log_error(Op::NAME, error);
+            }
+            gate_reply::<Op>(&outcome, timezone)
+        }
+        Answer::Replayed(stored) => JsonReply::replayed(stored),
+    };
+    reply.operation = Some(Op::NAME);
+    reply
+}
+
+fn gate_reply<Op: JsonOperation>(
+    outcome: &Result<Op::Response, RefundError>,
+    timezone: Tz,
+) -> JsonReply {
     let mut body = Map::new();
     match outcome {
         Ok(response) => {
@@ -213,10 +290,9 @@ async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>
                 "errors".to_owned(),
                 json!({ "faultCode": 0, "faultString": "" }),
             );
-            body.extend(Op::result_json(&response, service.timezone()));
+            body.extend(Op::result_json(response, timezone));
         }
         Err(error) => {
-            log_error(Op::NAME, &error);
             let code = error.fault_code(Op::KIND);
             body.insert(
                 "errors".to_owned(),
@@ -224,10 +300,7 @@ async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>
             );
         }
     }
-    JsonReply {
-        operation: Some(Op::NAME),
-        ..JsonReply::new(200, &Value::Object(body))
-    }
+    JsonReply::new(200, &Value::Object(body))
 }
 
 fn log_error(operation: &str, error: &RefundError) {

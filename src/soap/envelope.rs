@@ -117,9 +117,15 @@ pub struct Envelope {
     pub version: SoapVersion,
     /// The Body's child: its local name is the operation.
     pub operation: Element,
-    /// Header blocks, by local name, that ask to be understood (`mustUnderstand`).
+    /// Header blocks, by local name, that ask to be understood (`mustUnderstand`) and are not.
     pub must_understand: Vec<String>,
+    /// The `idempotencyKey` header block, if sent.
+    pub idempotency_key: Option<String>,
 }
+
+/// The one header block this service understands.
+const IDEMPOTENCY_HEADER: &str = "idempotencyKey";
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Where the parser is in the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +168,9 @@ struct Parser<'i, 'l> {
     open: Vec<Element>,
     operation: Option<Element>,
     must_understand: Vec<String>,
+    /// Text of the `idempotencyKey` header block, while inside it and after.
+    idempotency_key: Option<String>,
+    in_idempotency_key: bool,
 }
 
 impl<'i, 'l> Parser<'i, 'l> {
@@ -186,6 +195,8 @@ impl<'i, 'l> Parser<'i, 'l> {
             open: Vec::new(),
             operation: None,
             must_understand: Vec::new(),
+            idempotency_key: None,
+            in_idempotency_key: false,
         }
     }
 
@@ -304,7 +315,10 @@ impl<'i, 'l> Parser<'i, 'l> {
                 }
             }
             Place::InHeader => {
-                if self.depth == 3 && attributes.must_understand {
+                if self.depth == 3 && local == IDEMPOTENCY_HEADER {
+                    self.in_idempotency_key = true;
+                    self.idempotency_key = Some(String::new());
+                } else if self.depth == 3 && attributes.must_understand {
                     self.must_understand.push(local.clone());
                 }
             }
@@ -367,6 +381,7 @@ impl<'i, 'l> Parser<'i, 'l> {
                     None => self.operation = Some(finished),
                 }
             }
+            Place::InHeader if self.depth == 3 => self.in_idempotency_key = false,
             Place::InBody | Place::InHeader if self.depth == 2 => self.place = Place::InEnvelope,
             Place::InEnvelope if self.depth == 1 => self.place = Place::AfterEnvelope,
             _ => {}
@@ -379,6 +394,17 @@ impl<'i, 'l> Parser<'i, 'l> {
         let max = self.limits.max_text_bytes;
         if !text.chars().all(is_xml_char) {
             return Err(self.client("the message holds a character XML does not allow"));
+        }
+        if self.in_idempotency_key {
+            let key = self.idempotency_key.get_or_insert_with(String::new);
+            if key.len() + text.len() > MAX_IDEMPOTENCY_KEY {
+                return Err(Fault::client(
+                    self.version,
+                    format!("idempotencyKey is longer than {MAX_IDEMPOTENCY_KEY} bytes"),
+                ));
+            }
+            key.push_str(text);
+            return Ok(());
         }
         match self.open.last_mut() {
             Some(element) => {
@@ -452,6 +478,11 @@ impl<'i, 'l> Parser<'i, 'l> {
             version: self.version,
             operation,
             must_understand: std::mem::take(&mut self.must_understand),
+            idempotency_key: self
+                .idempotency_key
+                .take()
+                .map(|key| key.trim().to_owned())
+                .filter(|key| !key.is_empty()),
         })
     }
 }

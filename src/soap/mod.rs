@@ -9,13 +9,17 @@ pub mod wsdl;
 use chrono_tz::Tz;
 
 use crate::clock::format_local_datetime;
+use crate::operations::CallContext;
 use crate::operations::{
     AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CancelRefundOp,
     ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, Operation, RetrieveRefundsListOp,
     UpdateRefundOp, call,
 };
 use crate::refunds::types::Refund;
-use crate::refunds::{Credentials, LegacyCredentials, RefundError, RefundService};
+use crate::refunds::{
+    Answer, Channel, Credentials, LegacyCredentials, Origin, RefundError, RefundService,
+    StoredResponse,
+};
 use envelope::{Element, Envelope, SoapVersion, XmlLimits};
 use fault::{Fault, FaultCode};
 use writer::XmlOut;
@@ -44,15 +48,19 @@ impl SoapReply {
     }
 }
 
+/// A SOAP request as the server hands it over.
+pub struct SoapCall<'a> {
+    pub body: &'a [u8],
+    pub content_type: Option<&'a str>,
+    pub api_key: Option<&'a str>,
+    /// The `Idempotency-Key` header; the SOAP header `idempotencyKey` is the other way to send it.
+    pub idempotency_key: Option<String>,
+    pub request_id: Option<String>,
+}
+
 /// Runs one SOAP request body.
-pub async fn handle(
-    service: &RefundService,
-    body: &[u8],
-    content_type: Option<&str>,
-    api_key: Option<&str>,
-    limits: &XmlLimits,
-) -> SoapReply {
-    let envelope = match envelope::parse(body, limits, content_type) {
+pub async fn handle(service: &RefundService, call: SoapCall<'_>, limits: &XmlLimits) -> SoapReply {
+    let envelope = match envelope::parse(call.body, limits, call.content_type) {
         Ok(envelope) => envelope,
         Err(fault) => return SoapReply::fault(&fault),
     };
@@ -65,13 +73,13 @@ pub async fn handle(
             reason,
         ));
     }
-    let credentials = match api_key {
+    let credentials = match call.api_key {
         Some(key) => Some(Credentials::ApiKey(key.to_owned())),
         None => legacy_credentials(&envelope.operation).map(Credentials::Legacy),
     };
     crate::dispatch_operation!(
         envelope.operation.name.as_str(),
-        dispatch(service, &envelope, credentials),
+        dispatch(service, &envelope, credentials, &call),
         unknown => {
             let name: String = envelope.operation.name.chars().take(64).collect();
             let reason = format!(
@@ -93,41 +101,80 @@ async fn dispatch<Op: SoapOperation>(
     service: &RefundService,
     envelope: &Envelope,
     credentials: Option<Credentials>,
+    request: &SoapCall<'_>,
 ) -> SoapReply {
     // Document/literal wrapped puts the fields in `params`; rpc-style clients that leave the
     // wrapper out put them directly under the operation element.
     let operation = &envelope.operation;
     let params = operation.child("params").unwrap_or(operation);
-    let outcome = call::<Op, _>(service, credentials, Ok(params)).await;
+    let version = envelope.version;
+    let timezone = service.timezone();
+    let context = CallContext {
+        origin: Origin {
+            channel: Channel::Soap,
+            request_id: request.request_id.clone(),
+        },
+        idempotency_key: request
+            .idempotency_key
+            .clone()
+            .or_else(|| envelope.idempotency_key.clone()),
+        render: Box::new(move |outcome| {
+            let reply = response::<Op>(version, outcome, timezone);
+            StoredResponse {
+                status: reply.status,
+                content_type: reply.content_type.to_owned(),
+                body: reply.body.into_bytes(),
+            }
+        }),
+    };
+    match call::<Op, _>(service, credentials, Ok(params), context).await {
+        Answer::Fresh(outcome) => {
+            match &outcome {
+                Err(RefundError::Internal(cause)) => {
+                    tracing::error!(
+                        operation = Op::NAME,
+                        error = format!("{cause:#}"),
+                        "operation failed"
+                    );
+                }
+                Err(error) => tracing::debug!(operation = Op::NAME, %error, "business error"),
+                Ok(_) => {}
+            }
+            response::<Op>(version, &outcome, timezone)
+        }
+        Answer::Replayed(stored) => SoapReply {
+            status: stored.status,
+            content_type: version.content_type(),
+            body: String::from_utf8_lossy(&stored.body).into_owned(),
+            operation: Some(Op::NAME),
+        },
+    }
+}
+
+/// The response envelope for an outcome.
+fn response<Op: SoapOperation>(
+    version: SoapVersion,
+    outcome: &Result<Op::Response, RefundError>,
+    timezone: Tz,
+) -> SoapReply {
     let response_name = format!("{}Response", Op::NAME);
-    let mut out = XmlOut::envelope(envelope.version);
+    let mut out = XmlOut::envelope(version);
     out.open_in(&response_name, TARGET_NAMESPACE);
-    match &outcome {
+    match outcome {
         Ok(response) => {
             write_errors(&mut out, 0, "");
-            Op::write_result(response, &mut out, service.timezone());
+            Op::write_result(response, &mut out, timezone);
         }
-        Err(error) => {
-            if let RefundError::Internal(cause) = error {
-                tracing::error!(
-                    operation = Op::NAME,
-                    error = format!("{cause:#}"),
-                    "operation failed"
-                );
-            } else {
-                tracing::debug!(operation = Op::NAME, %error, "business error");
-            }
-            write_errors(
-                &mut out,
-                error.fault_code(Op::KIND),
-                &error.public_message(),
-            );
-        }
+        Err(error) => write_errors(
+            &mut out,
+            error.fault_code(Op::KIND),
+            &error.public_message(),
+        ),
     }
     out.close(&response_name);
     SoapReply {
         status: 200,
-        content_type: envelope.version.content_type(),
+        content_type: version.content_type(),
         body: out.finish(),
         operation: Some(Op::NAME),
     }

@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context as _;
 
+use crate::refunds::StoredResponse;
+use crate::refunds::audit::{AuditEntry, ChainedEntry};
 use crate::refunds::types::{
     ApiKey, ApiUser, JobStep, MovementId, NewRefund, Order, Payment, Refund, RefundJob,
     RefundStatus, Scopes, Settlement, Source, SourceFilter, SourceRef, Timestamp,
@@ -60,6 +62,38 @@ pub trait Ledger {
     ) -> anyhow::Result<()>;
     /// Cancels a `New` refund, releasing its amount.
     fn cancel(&mut self, refund_id: MovementId) -> anyhow::Result<()>;
+
+    /// The hash of the last audit entry, or the chain's genesis.
+    fn audit_head(&mut self) -> anyhow::Result<String>;
+    fn append_audit(
+        &mut self,
+        entry: &AuditEntry,
+        prev_hash: &str,
+        hash: &str,
+    ) -> anyhow::Result<()>;
+
+    /// The stored answer under an idempotency key: the request's digest and the answer.
+    fn idempotent_answer(
+        &mut self,
+        principal: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<(String, StoredResponse)>>;
+    fn remember_answer(
+        &mut self,
+        principal: &str,
+        key: &str,
+        request_digest: &str,
+        answer: &StoredResponse,
+        now: Timestamp,
+    ) -> anyhow::Result<()>;
+    /// Forgets answers stored before `before`; returns how many.
+    fn purge_answers(&mut self, before: Timestamp) -> anyhow::Result<u64>;
+
+    /// A nested transaction inside the current one, so an operation's own changes can be undone
+    /// while what the transaction records about it (an idempotent answer) is kept.
+    fn savepoint(&mut self) -> anyhow::Result<()>;
+    fn release_savepoint(&mut self) -> anyhow::Result<()>;
+    fn rollback_to_savepoint(&mut self) -> anyhow::Result<()>;
 
     /// Adds the outbox job that sends a just-confirmed automatic refund to `operator`.
     fn enqueue_job(
@@ -249,6 +283,19 @@ impl Maintenance {
     /// Revokes the key named `name`; `false` if there is no such live key.
     pub fn revoke_api_key(&mut self, name: &str, now: Timestamp) -> anyhow::Result<bool> {
         sqlite::revoke_api_key(&mut self.connection, name, now)
+    }
+
+    /// The audit chain in order, or one refund's entries.
+    pub fn audit_entries(
+        &mut self,
+        refund_id: Option<MovementId>,
+    ) -> anyhow::Result<Vec<ChainedEntry>> {
+        sqlite::audit_entries(&mut self.connection, refund_id)
+    }
+
+    /// A consistent copy of the database at `target` (`VACUUM INTO`), safe while the service runs.
+    pub fn backup(&mut self, target: &Path) -> anyhow::Result<()> {
+        sqlite::backup(&mut self.connection, target)
     }
 
     /// The outbox: jobs not done yet, or all of them.

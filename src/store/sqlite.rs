@@ -8,6 +8,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 
 use super::Ledger;
 use crate::money::{Currency, Money};
+use crate::refunds::StoredResponse;
+use crate::refunds::audit::{AuditEntry, ChainedEntry, GENESIS};
 use crate::refunds::types::{
     ApiKey, ApiUser, JobState, JobStep, ManualDetails, MovementId, NewRefund, Order, Payment,
     Refund, RefundJob, RefundMethod, RefundStatus, Scopes, Settlement, Source, SourceFilter,
@@ -20,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_ledger.sql"),
     include_str!("migrations/0002_api_keys.sql"),
     include_str!("migrations/0003_outbox.sql"),
+    include_str!("migrations/0004_trust.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
@@ -347,6 +350,111 @@ impl Ledger for SqliteLedger<'_> {
             .query_row([key_sha256], api_key_from_row)
             .optional()?
             .transpose()
+    }
+
+    fn audit_head(&mut self) -> anyhow::Result<String> {
+        let head: Option<String> = self
+            .connection
+            .prepare_cached("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |row| row.get(0))
+            .optional()?;
+        Ok(head.unwrap_or_else(|| GENESIS.to_owned()))
+    }
+
+    fn append_audit(
+        &mut self,
+        entry: &AuditEntry,
+        prev_hash: &str,
+        hash: &str,
+    ) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO audit_log (at, actor, channel, operation, refund_id, status_before,
+                     status_after, amount_before, amount_after, currency, request_id, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                entry.at,
+                entry.actor,
+                entry.channel,
+                entry.operation,
+                entry.refund_id,
+                entry.status_before,
+                entry.status_after,
+                entry.amount_before,
+                entry.amount_after,
+                entry.currency,
+                entry.request_id,
+                prev_hash,
+                hash
+            ])
+            .context("appending to the audit trail")?;
+        Ok(())
+    }
+
+    fn idempotent_answer(
+        &mut self,
+        principal: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<(String, StoredResponse)>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT request_hash, status, content_type, body FROM idempotency_keys
+             WHERE principal = ?1 AND key = ?2",
+        )?;
+        Ok(statement
+            .query_row([principal, key], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    StoredResponse {
+                        status: row.get(1)?,
+                        content_type: row.get(2)?,
+                        body: row.get(3)?,
+                    },
+                ))
+            })
+            .optional()?)
+    }
+
+    fn remember_answer(
+        &mut self,
+        principal: &str,
+        key: &str,
+        request_digest: &str,
+        answer: &StoredResponse,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO idempotency_keys (principal, key, request_hash, status, content_type, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![principal, key, request_digest, answer.status, answer.content_type, answer.body, now])
+            .context("remembering an idempotent answer")?;
+        Ok(())
+    }
+
+    fn purge_answers(&mut self, before: Timestamp) -> anyhow::Result<u64> {
+        let purged = self
+            .connection
+            .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+            .execute([before])?;
+        Ok(purged as u64)
+    }
+
+    fn savepoint(&mut self) -> anyhow::Result<()> {
+        self.connection.execute_batch("SAVEPOINT operation")?;
+        Ok(())
+    }
+
+    fn release_savepoint(&mut self) -> anyhow::Result<()> {
+        self.connection.execute_batch("RELEASE operation")?;
+        Ok(())
+    }
+
+    fn rollback_to_savepoint(&mut self) -> anyhow::Result<()> {
+        self.connection
+            .execute_batch("ROLLBACK TO operation; RELEASE operation")?;
+        Ok(())
     }
 
     fn enqueue_job(
@@ -771,4 +879,45 @@ pub fn jobs(connection: &mut Connection, include_done: bool) -> anyhow::Result<V
     let mut statement = connection.prepare(&sql)?;
     let rows = statement.query_map([include_done], job_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn audit_entries(
+    connection: &mut Connection,
+    refund_id: Option<MovementId>,
+) -> anyhow::Result<Vec<ChainedEntry>> {
+    let mut statement = connection.prepare(
+        "SELECT seq, at, actor, channel, operation, refund_id, status_before, status_after,
+             amount_before, amount_after, currency, request_id, prev_hash, hash
+         FROM audit_log WHERE ?1 IS NULL OR refund_id = ?1 ORDER BY seq",
+    )?;
+    let rows = statement.query_map([refund_id], |row| {
+        Ok(ChainedEntry {
+            seq: row.get(0)?,
+            entry: AuditEntry {
+                at: row.get(1)?,
+                actor: row.get(2)?,
+                channel: row.get(3)?,
+                operation: row.get(4)?,
+                refund_id: row.get(5)?,
+                status_before: row.get(6)?,
+                status_after: row.get(7)?,
+                amount_before: row.get(8)?,
+                amount_after: row.get(9)?,
+                currency: row.get(10)?,
+                request_id: row.get(11)?,
+            },
+            prev_hash: row.get(12)?,
+            hash: row.get(13)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn backup(connection: &mut Connection, target: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(!target.exists(), "{} already exists", target.display());
+    let target = target.to_str().context("the backup path is not UTF-8")?;
+    connection
+        .execute("VACUUM INTO ?1", [target])
+        .context("copying the database")?;
+    Ok(())
 }

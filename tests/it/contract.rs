@@ -128,6 +128,17 @@ fn messages_wrap_the_operation_elements_document_literal() {
             wrapper_elements.insert(element);
         }
     }
+    // The one header message: the optional idempotency key of the write operations.
+    let header = message(&definitions, "idempotencyKeyHeader");
+    let header_parts: Vec<&Declaration> = header.children_named(WSDL_NS, "part").collect();
+    assert_eq!(header_parts.len(), 1);
+    assert_eq!(header_parts[0].attribute("name"), Some("idempotencyKey"));
+    assert_eq!(
+        qname(header_parts[0], "element"),
+        (TARGET_NAMESPACE, "idempotencyKey")
+    );
+    used_messages.insert("idempotencyKeyHeader".to_owned());
+    wrapper_elements.insert("idempotencyKey".to_owned());
     let declared_messages: BTreeSet<String> = definitions
         .children_named(WSDL_NS, "message")
         .map(|message| name_of(message).to_owned())
@@ -144,7 +155,7 @@ fn messages_wrap_the_operation_elements_document_literal() {
         .collect();
     assert_eq!(
         global_elements, wrapper_elements,
-        "the schema's global elements are not exactly {{operation}} and {{operation}}Response"
+        "the schema's global elements are not exactly {{operation}}, {{operation}}Response and idempotencyKey"
     );
 }
 

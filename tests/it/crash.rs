@@ -240,10 +240,23 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         effective.len()
     );
 
-    let pending = Command::new(binary()).args(["outbox", "--db"]).arg(&database).output().expect("outbox");
-    assert_eq!(String::from_utf8_lossy(&pending.stderr).trim(), "0 job(s)", "nothing is left in the outbox");
+    let pending = Command::new(binary())
+        .args(["outbox", "--db"])
+        .arg(&database)
+        .output()
+        .expect("outbox");
+    assert_eq!(
+        String::from_utf8_lossy(&pending.stderr).trim(),
+        "0 job(s)",
+        "nothing is left in the outbox"
+    );
     let all = run(&["outbox", "--all"], &database);
-    assert_eq!(all.lines().filter(|line| line.contains(" testpay ") && line.contains(" done ")).count() as i64, REFUNDS);
+    assert_eq!(
+        all.lines()
+            .filter(|line| line.contains(" testpay ") && line.contains(" done "))
+            .count() as i64,
+        REFUNDS
+    );
 
     let ledger = rusqlite::Connection::open(&database).expect("open ledger");
     let check = |sql: &str| -> i64 { ledger.query_row(sql, [], |row| row.get(0)).expect(sql) };

@@ -14,3 +14,4 @@ mod rest_fixtures;
 mod schema;
 mod soap_fixtures;
 mod support;
+mod trust;
