@@ -88,6 +88,8 @@ pub struct Element {
     pub text: String,
     pub children: Vec<Element>,
     pub nil: bool,
+    /// `xsi:type="…:Map"`: PHP's encoding of an associative array (`item{key, value}`).
+    pub map: bool,
 }
 
 impl Element {
@@ -329,6 +331,7 @@ impl<'i, 'l> Parser<'i, 'l> {
                 self.open.push(Element {
                     name: local,
                     nil: attributes.nil,
+                    map: attributes.map,
                     ..Element::default()
                 });
             }
@@ -336,6 +339,7 @@ impl<'i, 'l> Parser<'i, 'l> {
                 self.open.push(Element {
                     name: local,
                     nil: attributes.nil,
+                    map: attributes.map,
                     ..Element::default()
                 });
             }
@@ -378,7 +382,7 @@ impl<'i, 'l> Parser<'i, 'l> {
                 let finished = self.open.pop().unwrap_or_default();
                 match self.open.last_mut() {
                     Some(parent) => parent.children.push(finished),
-                    None => self.operation = Some(finished),
+                    None => self.operation = Some(unmap_operation(finished)),
                 }
             }
             Place::InHeader if self.depth == 3 => self.in_idempotency_key = false,
@@ -454,6 +458,9 @@ impl<'i, 'l> Parser<'i, 'l> {
             let flag = || matches!(attribute.value.trim(), "true" | "1");
             match local.as_ref() {
                 "nil" if namespace.as_deref() == Some(XSI_NS) => found.nil = flag(),
+                "type" if namespace.as_deref() == Some(XSI_NS) => {
+                    found.map = attribute.value.trim().rsplit(':').next() == Some("Map");
+                }
                 "mustUnderstand" if namespace.as_deref() == Some(self.version.namespace()) => {
                     found.must_understand = flag();
                 }
@@ -491,6 +498,43 @@ impl<'i, 'l> Parser<'i, 'l> {
 struct Attributes {
     nil: bool,
     must_understand: bool,
+    map: bool,
+}
+
+/// Turns PHP's Map encoding into named elements: an element typed `Map` holds
+/// `item{key, value}` pairs, each standing for a field named by `key` with `value`'s content.
+fn unmap(mut element: Element) -> Element {
+    if element.map {
+        element.children = std::mem::take(&mut element.children)
+            .into_iter()
+            .filter(|item| item.name == "item")
+            .filter_map(|mut item| {
+                let key = item.child("key")?.text.trim().to_owned();
+                let position = item.children.iter().position(|child| child.name == "value")?;
+                let mut value = item.children.swap_remove(position);
+                value.name = key;
+                Some(value)
+            })
+            .collect();
+        element.map = false;
+    }
+    element.children = element.children.into_iter().map(unmap).collect();
+    element
+}
+
+/// A PHP non-WSDL call (`__soapCall('op', [[...]])`) sends the wrapper's fields as one Map part
+/// (`param0`): its fields become the operation's own.
+fn unmap_operation(operation: Element) -> Element {
+    let mut operation = unmap(operation);
+    let single_map_part = operation.children.len() == 1
+        && operation.child("params").is_none()
+        && operation.child("authenticate").is_none()
+        && operation.children[0].child("params").is_some();
+    if single_map_part {
+        let part = operation.children.remove(0);
+        operation.children = part.children;
+    }
+    operation
 }
 
 /// XML 1.0's `Char` production.
