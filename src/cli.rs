@@ -28,8 +28,22 @@ pub const DEMO_SHOP: &str = include_str!("../fixtures/demo-shop.json");
     about = "Refunds gateway: IdoSell-compatible refunds over SOAP"
 )]
 struct Cli {
+    /// Log lines as text for people or JSON for machines.
+    #[arg(
+        long,
+        global = true,
+        env = "REFUNDS_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,7 +196,7 @@ enum UserCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(&args.database.path, &args.file, args.timezone.timezone),
@@ -209,14 +223,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod metrics;
 pub mod money;
 pub mod operations;
 pub mod operators;

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::clock::Clock;
+use crate::metrics::{Metrics, Outcome, Served};
 use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
 use crate::refunds::{CallbackOutcome, Policy, RefundService};
@@ -80,6 +81,7 @@ impl Config {
 
 struct App {
     service: RefundService,
+    metrics: Metrics,
     operators: Arc<Operators>,
     config: Config,
     next_request_id: AtomicU64,
@@ -129,6 +131,7 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
+        metrics: Metrics::new(),
         operators,
         config,
         next_request_id: AtomicU64::new(1),
@@ -232,6 +235,16 @@ async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
         if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
             reply.headers_mut().insert("x-request-id", value);
         }
+        let served = reply
+            .extensions()
+            .get::<Served>()
+            .copied()
+            .unwrap_or(Served {
+                face: "http",
+                operation: None,
+                outcome: outcome_of(reply.status(), false),
+            });
+        app.metrics.observe(served, started.elapsed());
         tracing::info!(
             status = reply.status().as_u16(),
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -261,6 +274,7 @@ enum Route {
     },
     Health,
     Ready,
+    Metrics,
     NotFound,
     /// A JSON route that does not exist (answered in JSON).
     JsonNotFound,
@@ -335,6 +349,7 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
         },
         "/healthz" => Route::Health,
         "/readyz" => Route::Ready,
+        "/metrics" => Route::Metrics,
         _ => Route::NotFound,
     }
 }
@@ -399,6 +414,24 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
         Route::Rest { operation } => rest_request(app, request, &operation, request_id).await,
         Route::JsonGate { operation } => gate_request(app, request, &operation, request_id).await,
         Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
+        Route::Metrics => match app.service.counts().await {
+            Ok(counts) => plain(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                app.metrics.render(&counts),
+            ),
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "metrics failed"
+                );
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "the ledger does not answer\n".to_owned(),
+                )
+            }
+        },
         Route::Ready => match app.service.ready().await {
             Ok(()) => plain(
                 StatusCode::OK,
@@ -510,7 +543,13 @@ fn json_reply(reply: JsonReply) -> Reply {
         tracing::Span::current().record("operation", operation);
     }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let outcome = outcome_of(status, reply.business_error);
     let mut response = plain(status, JSON, reply.body);
+    response.extensions_mut().insert(Served {
+        face: "json",
+        operation: reply.operation,
+        outcome,
+    });
     if let Some(allow) = reply.allow {
         response
             .headers_mut()
@@ -601,6 +640,8 @@ enum BodyError {
     TooLarge,
     Timeout,
     Broken,
+    /// A `Content-Encoding` other than identity: compressed bodies are not accepted (no bomb).
+    Encoded,
 }
 
 impl BodyError {
@@ -609,6 +650,7 @@ impl BodyError {
             BodyError::TooLarge => 413,
             BodyError::Timeout => 408,
             BodyError::Broken => 400,
+            BodyError::Encoded => 415,
         }
     }
 
@@ -622,6 +664,9 @@ impl BodyError {
             }
             BodyError::Timeout => "the request body did not arrive in time".to_owned(),
             BodyError::Broken => "the request body could not be read".to_owned(),
+            BodyError::Encoded => {
+                "compressed request bodies are not accepted; send identity".to_owned()
+            }
         }
     }
 
@@ -637,6 +682,11 @@ impl BodyError {
 /// Reads the body, refusing it before reading when Content-Length is over the cap, and after
 /// at most the cap when it is not declared.
 async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyError> {
+    let encoded = header(&request, "content-encoding")
+        .is_some_and(|encoding| !encoding.trim().eq_ignore_ascii_case("identity"));
+    if encoded {
+        return Err(BodyError::Encoded);
+    }
     let cap = app.config.max_body_bytes;
     let declared = header(&request, CONTENT_LENGTH.as_str())
         .and_then(|value| value.trim().parse::<u64>().ok());
@@ -710,7 +760,24 @@ fn base_url(app: &App, request: &Request<Incoming>) -> String {
 
 fn soap_reply(reply: SoapReply) -> Reply {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    plain(status, reply.content_type, reply.body)
+    let mut response = plain(status, reply.content_type, reply.body);
+    response.extensions_mut().insert(Served {
+        face: "soap",
+        operation: reply.operation,
+        outcome: reply.outcome,
+    });
+    response
+}
+
+/// The outcome an HTTP status tells, for answers that carry no other.
+fn outcome_of(status: StatusCode, business_error: bool) -> Outcome {
+    match status.as_u16() {
+        207 => Outcome::BusinessError,
+        200..=299 if business_error => Outcome::BusinessError,
+        200..=299 => Outcome::Ok,
+        500..=599 => Outcome::Failed,
+        _ => Outcome::Rejected,
+    }
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: String) -> Reply {

@@ -272,6 +272,11 @@ impl RefundService {
             .await
     }
 
+    /// Refunds by status and the outbox depth.
+    pub async fn counts(&self) -> Result<types::LedgerCounts, RefundError> {
+        self.store.read(|ledger| Ok(ledger.counts()?)).await
+    }
+
     /// Resolves when a job has been added since the last call (or at once, if one was).
     pub async fn job_added(&self) {
         self.jobs_added.notified().await;

@@ -332,3 +332,11 @@ pub struct JobStep {
     pub last_error: Option<String>,
     pub settlement: Option<Settlement>,
 }
+
+/// Counts for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LedgerCounts {
+    /// Every status, with zero for those no refund has.
+    pub refunds_by_status: Vec<(String, i64)>,
+    pub outbox_pending: i64,
+}

@@ -35,6 +35,8 @@ pub struct JsonReply {
     pub operation: Option<&'static str>,
     /// The stored answer to an earlier request with the same idempotency key.
     pub replayed: bool,
+    /// A business error in a 200 answer (the JSON gate).
+    pub business_error: bool,
 }
 
 impl JsonReply {
@@ -45,6 +47,7 @@ impl JsonReply {
             allow: None,
             operation: None,
             replayed: false,
+            business_error: false,
         }
     }
 
@@ -63,6 +66,7 @@ impl JsonReply {
             allow: None,
             operation: None,
             replayed: true,
+            business_error: false,
         }
     }
 
@@ -300,7 +304,10 @@ fn gate_reply<Op: JsonOperation>(
             );
         }
     }
-    JsonReply::new(200, &Value::Object(body))
+    JsonReply {
+        business_error: outcome.is_err(),
+        ..JsonReply::new(200, &Value::Object(body))
+    }
 }
 
 fn log_error(operation: &str, error: &RefundError) {

@@ -510,7 +510,10 @@ fn unmap(mut element: Element) -> Element {
             .filter(|item| item.name == "item")
             .filter_map(|mut item| {
                 let key = item.child("key")?.text.trim().to_owned();
-                let position = item.children.iter().position(|child| child.name == "value")?;
+                let position = item
+                    .children
+                    .iter()
+                    .position(|child| child.name == "value")?;
                 let mut value = item.children.swap_remove(position);
                 value.name = key;
                 Some(value)

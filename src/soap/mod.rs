@@ -9,6 +9,7 @@ pub mod wsdl;
 use chrono_tz::Tz;
 
 use crate::clock::format_local_datetime;
+use crate::metrics::Outcome;
 use crate::operations::CallContext;
 use crate::operations::{
     AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CancelRefundOp,
@@ -35,6 +36,7 @@ pub struct SoapReply {
     pub body: String,
     /// The operation, once known, for logs and metrics.
     pub operation: Option<&'static str>,
+    pub outcome: Outcome,
 }
 
 impl SoapReply {
@@ -44,6 +46,10 @@ impl SoapReply {
             content_type: fault.version.content_type(),
             body: fault.to_xml(),
             operation: None,
+            outcome: match fault.code {
+                FaultCode::Server => Outcome::Failed,
+                _ => Outcome::Rejected,
+            },
         }
     }
 }
@@ -147,6 +153,7 @@ async fn dispatch<Op: SoapOperation>(
             content_type: version.content_type(),
             body: String::from_utf8_lossy(&stored.body).into_owned(),
             operation: Some(Op::NAME),
+            outcome: Outcome::Ok,
         },
     }
 }
@@ -177,6 +184,11 @@ fn response<Op: SoapOperation>(
         content_type: version.content_type(),
         body: out.finish(),
         operation: Some(Op::NAME),
+        outcome: match outcome {
+            Ok(_) => Outcome::Ok,
+            Err(RefundError::Internal(_)) => Outcome::Failed,
+            Err(_) => Outcome::BusinessError,
+        },
     }
 }
 

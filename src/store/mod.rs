@@ -22,8 +22,8 @@ use anyhow::Context as _;
 use crate::refunds::StoredResponse;
 use crate::refunds::audit::{AuditEntry, ChainedEntry};
 use crate::refunds::types::{
-    ApiKey, ApiUser, JobStep, MovementId, NewRefund, Order, Payment, Refund, RefundJob,
-    RefundStatus, Scopes, Settlement, Source, SourceFilter, SourceRef, Timestamp,
+    ApiKey, ApiUser, JobStep, LedgerCounts, MovementId, NewRefund, Order, Payment, Refund,
+    RefundJob, RefundStatus, Scopes, Settlement, Source, SourceFilter, SourceRef, Timestamp,
 };
 use crate::shop::ShopData;
 
@@ -63,6 +63,8 @@ pub trait Ledger {
     /// Cancels a `New` refund, releasing its amount.
     fn cancel(&mut self, refund_id: MovementId) -> anyhow::Result<()>;
 
+    /// Refunds by status and the outbox depth, for monitoring.
+    fn counts(&mut self) -> anyhow::Result<LedgerCounts>;
     /// The hash of the last audit entry, or the chain's genesis.
     fn audit_head(&mut self) -> anyhow::Result<String>;
     fn append_audit(

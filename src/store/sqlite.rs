@@ -11,9 +11,9 @@ use crate::money::{Currency, Money};
 use crate::refunds::StoredResponse;
 use crate::refunds::audit::{AuditEntry, ChainedEntry, GENESIS};
 use crate::refunds::types::{
-    ApiKey, ApiUser, JobState, JobStep, ManualDetails, MovementId, NewRefund, Order, Payment,
-    Refund, RefundJob, RefundMethod, RefundStatus, Scopes, Settlement, Source, SourceFilter,
-    SourceRef, SourceType, Timestamp,
+    ApiKey, ApiUser, JobState, JobStep, LedgerCounts, ManualDetails, MovementId, NewRefund, Order,
+    Payment, Refund, RefundJob, RefundMethod, RefundStatus, Scopes, Settlement, Source,
+    SourceFilter, SourceRef, SourceType, Timestamp,
 };
 use crate::shop::ShopData;
 
@@ -350,6 +350,27 @@ impl Ledger for SqliteLedger<'_> {
             .query_row([key_sha256], api_key_from_row)
             .optional()?
             .transpose()
+    }
+
+    fn counts(&mut self) -> anyhow::Result<LedgerCounts> {
+        let mut refunds_by_status = Vec::new();
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT count(*) FROM refunds WHERE status = ?1")?;
+        for status in ["New", "Processing", "Completed", "Failed", "Canceled"] {
+            refunds_by_status.push((
+                status.to_owned(),
+                statement.query_row([status], |row| row.get(0))?,
+            ));
+        }
+        let outbox_pending = self
+            .connection
+            .prepare_cached("SELECT count(*) FROM outbox WHERE state <> 'done'")?
+            .query_row([], |row| row.get(0))?;
+        Ok(LedgerCounts {
+            refunds_by_status,
+            outbox_pending,
+        })
     }
 
     fn audit_head(&mut self) -> anyhow::Result<String> {

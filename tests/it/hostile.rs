@@ -109,3 +109,148 @@ async fn unknown_paths_and_wrong_methods_get_plain_errors_not_html() {
     still_answers(&server).await;
     server.stop().await;
 }
+
+fn config_with(
+    database: &std::path::Path,
+    change: impl FnOnce(&mut refunds_gateway::Config),
+) -> refunds_gateway::Config {
+    let mut config = refunds_gateway::Config::new(database.to_owned());
+    config.clock = refunds_gateway::clock::Clock::Fixed(crate::support::fixed_now());
+    config.run_outbox = false;
+    change(&mut config);
+    config
+}
+
+/// Sends `head` (and nothing more) and returns what the server answers before closing.
+fn trickle(address: String, head: &'static str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_idle_connections_do_not_starve_others() {
+    let database = TestDatabase::with_test_shop();
+    let config = config_with(&database.path, |config| {
+        config.header_read_timeout = Duration::from_millis(300);
+        config.body_read_timeout = Duration::from_millis(300);
+        config.max_connections = 64;
+    });
+    let server = TestServer::start_with(config).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+
+    // Slowloris: headers that never end. The server closes the connection.
+    let headers = tokio::task::spawn_blocking({
+        let address = address.clone();
+        move || {
+            trickle(
+                address,
+                "POST /soap/refunds HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n",
+            )
+        }
+    });
+    // A body that never arrives: 408.
+    let body = tokio::task::spawn_blocking({
+        let address = address.clone();
+        move || {
+            trickle(
+                address,
+                "POST /soap/refunds HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n<soap:",
+            )
+        }
+    });
+    assert!(!headers.await.expect("thread").contains("200 OK"));
+    assert!(body.await.expect("thread").starts_with("HTTP/1.1 408"));
+
+    // Four times more idle connections than the server takes at once.
+    let idle: Vec<TcpStream> = (0..256)
+        .filter_map(|_| TcpStream::connect(&address).ok())
+        .collect();
+    assert!(idle.len() > 64);
+    still_answers(&server).await;
+    drop(idle);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_bodies_are_refused_and_text_is_stored_verbatim() {
+    let database = TestDatabase::with_test_shop();
+    let server = TestServer::start(&database.path).await;
+    let http = client();
+    let url = format!("{}/soap/refunds", server.base);
+    let send = |body: Vec<u8>, encoding: Option<&'static str>| {
+        let mut request = http
+            .post(&url)
+            .header("content-type", "text/xml")
+            .body(body);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        request.send()
+    };
+    // A compressed body (a gzip bomb would be one) is not decompressed: 415.
+    let gzip = send(vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0], Some("gzip"))
+        .await
+        .expect("send");
+    assert_eq!(gzip.status().as_u16(), 415);
+    // A 900 KB attribute and invalid UTF-8: SOAP Faults, no crash.
+    let attribute = format!(
+        r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" a="{}"><soap:Body/></soap:Envelope>"#,
+        "x".repeat(900_000)
+    );
+    let fault = send(attribute.into_bytes(), None).await.expect("send");
+    assert_eq!(fault.status().as_u16(), 500);
+    assert!(
+        fault
+            .text()
+            .await
+            .expect("body")
+            .contains("attribute value is longer than")
+    );
+    let invalid = send(b"<soap:Envelope \xff\xfe\xfd>".to_vec(), None)
+        .await
+        .expect("send");
+    assert!(
+        invalid
+            .text()
+            .await
+            .expect("body")
+            .contains("not valid UTF-8")
+    );
+
+    // SQL-looking text is data: stored as sent, nothing executed.
+    let sneaky = "x'); DROP TABLE refunds; --";
+    let params = format!(
+        "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:refundValue>1.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency><r:refundDetails><r:paymentFormId>1</r:paymentFormId><r:account>{sneaky}</r:account><r:clientAccount>\" OR 1=1 --</r:clientAccount></r:refundDetails>"
+    );
+    let added = post(
+        &http,
+        &url,
+        &soap11_headers("addManualRefund"),
+        soap11("addManualRefund", &params),
+    )
+    .await;
+    assert_eq!(
+        element_text(&added.body, "faultCode"),
+        Some("0"),
+        "{}",
+        added.body
+    );
+    still_answers(&server).await;
+    server.stop().await;
+    let ledger = rusqlite::Connection::open(&database.path).expect("open");
+    let (account, client_account): (String, String) = ledger
+        .query_row("SELECT account, client_account FROM refunds", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .expect("the refunds table is still there");
+    assert_eq!(
+        (account.as_str(), client_account.as_str()),
+        (sneaky, "\" OR 1=1 --")
+    );
+}
