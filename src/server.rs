@@ -310,11 +310,11 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
                 .split('&')
                 .any(|pair| pair.eq_ignore_ascii_case("wsdl"));
             match *method {
-                Method::GET if wants_wsdl => Route::Wsdl {
+                Method::GET | Method::HEAD if wants_wsdl => Route::Wsdl {
                     address: format!("{}/soap/refunds", base_url(app, request)),
                 },
                 Method::POST => Route::Soap,
-                _ => Route::MethodNotAllowed("POST, GET ?wsdl"),
+                _ => Route::MethodNotAllowed("GET, HEAD, POST"),
             }
         }
         "/api/" | "/api" => {

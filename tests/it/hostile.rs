@@ -93,7 +93,7 @@ async fn unknown_paths_and_wrong_methods_get_plain_errors_not_html() {
     assert_eq!(put.status().as_u16(), 405);
     assert_eq!(
         put.headers().get("allow").map(|v| v.to_str().unwrap_or("")),
-        Some("POST, GET ?wsdl")
+        Some("GET, HEAD, POST")
     );
     let body = put.text().await.expect("body");
     assert!(!body.contains("<html"), "{body}");
