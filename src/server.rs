@@ -56,6 +56,10 @@ pub struct Config {
     /// Whether this instance runs the outbox worker. Off, confirmed automatic refunds wait in
     /// the outbox (fixture tests use this to keep `Processing` refunds still).
     pub run_outbox: bool,
+    /// Tests only: a request to this path panics inside its handler, to prove a panic becomes
+    /// a fault and a log line rather than a dropped connection.
+    #[doc(hidden)]
+    pub panic_on_path: Option<String>,
 }
 
 impl Config {
@@ -67,12 +71,13 @@ impl Config {
             clock: Clock::System,
             max_body_bytes: 1024 * 1024,
             xml_limits: XmlLimits::default(),
-            max_connections: 1024,
+            max_connections: 8192,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             operators: OperatorsConfig::default(),
             run_outbox: true,
+            panic_on_path: None,
             require_second_approver: false,
             idempotency_ttl: Duration::from_secs(24 * 3600),
         }
@@ -404,6 +409,9 @@ impl<'a> Gate<'a> {
 
 async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
     let request_id = Some(id.to_string());
+    if app.config.panic_on_path.as_deref() == Some(request.uri().path()) {
+        panic!("a panic requested by the test configuration");
+    }
     match route_of(app, &request) {
         Route::Wsdl { address } => plain(
             StatusCode::OK,

@@ -139,7 +139,6 @@ async fn slow_clients_are_cut_off_and_idle_connections_do_not_starve_others() {
     let config = config_with(&database.path, |config| {
         config.header_read_timeout = Duration::from_millis(300);
         config.body_read_timeout = Duration::from_millis(300);
-        config.max_connections = 64;
     });
     let server = TestServer::start_with(config).await;
     let address = server.base.trim_start_matches("http://").to_owned();
@@ -253,4 +252,34 @@ async fn hostile_bodies_are_refused_and_text_is_stored_verbatim() {
         (account.as_str(), client_account.as_str()),
         (sneaky, "\" OR 1=1 --")
     );
+}
+
+#[tokio::test]
+async fn a_panic_in_a_handler_becomes_a_fault_not_a_dropped_connection() {
+    let database = TestDatabase::with_test_shop();
+    let config = config_with(&database.path, |config| {
+        config.panic_on_path = Some("/soap/refunds".to_owned())
+    });
+    let server = TestServer::start_with(config).await;
+    let answer = post(
+        &client(),
+        &format!("{}/soap/refunds", server.base),
+        &soap11_headers("x"),
+        b"<x/>".to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status, 500);
+    assert!(
+        answer.body.contains("<faultcode>soap:Server</faultcode>"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        !answer.body.contains("panic"),
+        "the panic's text stays in the log: {}",
+        answer.body
+    );
+    let health = crate::support::get(&client(), &format!("{}/healthz", server.base)).await;
+    assert_eq!(health.status, 200, "the server goes on");
+    server.stop().await;
 }
