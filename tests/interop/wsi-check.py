@@ -13,8 +13,9 @@ The rules, with the Basic Profile requirement each one comes from:
 - no SOAP encoding anywhere: no soapenc:Array, no (wsdl:)arrayType, no import of the SOAP
   encoding namespace (R2110, R2111, R2112, R2113), no use="encoded" and no encodingStyle
   (R2706, R2707);
-- every message has exactly one part, named `parameters`, with `element=` (never `type=`)
-  naming an element declared in the schema, in the target namespace (R2204, R2206, R2201);
+- every message has exactly one part with `element=` (never `type=`) naming an element
+  declared in the schema, in the target namespace (R2204, R2206, R2201); body messages name it
+  `parameters` (wrapped style), header messages (soap:header) may name it after the element;
 - the portType has only request-response operations (R2303), with unique names (R2304),
   each referencing messages that exist;
 - there is a SOAP 1.1 and a SOAP 1.2 binding of the portType, each binding every portType
@@ -164,6 +165,13 @@ def check(source):
     report.rule('no use="encoded", no encodingStyle (R2706, R2707)', problems)
 
     # --- messages ---------------------------------------------------------------------------
+    # Messages bound as SOAP headers (the optional idempotencyKey) carry one element part of
+    # their own name; every other message is a wrapped body with one part `parameters`.
+    header_messages = {
+        header.get("message", "").split(":")[-1]
+        for soap_ns in (SOAP11, SOAP12)
+        for header in root.iter(f"{{{soap_ns}}}header")
+    }
     messages = {}
     problems = []
     for message in root.findall(f"{{{WSDL}}}message"):
@@ -174,7 +182,7 @@ def check(source):
             problems.append(f"message {name}: {len(parts)} parts, expected exactly 1")
             continue
         part = parts[0]
-        if part.get("name") != "parameters":
+        if part.get("name") != "parameters" and name not in header_messages:
             problems.append(f"message {name}: part named {part.get('name')!r}, expected 'parameters'")
         if part.get("type") is not None:
             problems.append(f"message {name}: part uses type= (R2204: document/literal parts use element=)")
