@@ -8,6 +8,7 @@ mod contract;
 mod crash;
 mod hostile;
 mod lifecycle;
+mod openapi;
 mod operators;
 mod rest;
 mod rest_fixtures;
