@@ -9,6 +9,7 @@ mod crash;
 mod hostile;
 mod lifecycle;
 mod observability;
+mod openapi;
 mod operators;
 mod rest;
 mod rest_fixtures;
