@@ -7,10 +7,10 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
+use crate::money::Currency;
 use crate::refunds::error::quote;
 use crate::refunds::types::{ManualDetails, RequestedAmount, SourceFilter, SourceRef, SourceType};
 use sha2::Digest as _;
@@ -233,19 +233,21 @@ impl Operation for AddManualRefundOp {
                 ))
             })?
             .ok_or_else(|| missing("refundDetails"))?;
+        let amount = amount(params)?;
+        let details = ManualDetails {
+            payment_form_id: required_id(details, "paymentFormId")
+                .map_err(|e| nested_field("refundDetails", e))?,
+            payment_system: optional_id(details, "paymentSystem")
+                .map_err(|e| nested_field("refundDetails", e))?,
+            account: optional_text(details, "account")
+                .map_err(|e| nested_field("refundDetails", e))?,
+            client_account: optional_text(details, "clientAccount")
+                .map_err(|e| nested_field("refundDetails", e))?,
+        };
         Ok(AddManualRefund {
             source: source(params)?,
-            amount: amount(params)?,
-            details: ManualDetails {
-                payment_form_id: required_id(details, "paymentFormId")
-                    .map_err(|e| nested_field("refundDetails", e))?,
-                payment_system: optional_id(details, "paymentSystem")
-                    .map_err(|e| nested_field("refundDetails", e))?,
-                account: optional_text(details, "account")
-                    .map_err(|e| nested_field("refundDetails", e))?,
-                client_account: optional_text(details, "clientAccount")
-                    .map_err(|e| nested_field("refundDetails", e))?,
-            },
+            amount,
+            details,
         })
     }
 
@@ -309,9 +311,10 @@ impl Operation for UpdateRefundOp {
     type Response = bool;
 
     fn bind(params: &impl Params) -> Result<UpdateRefund, RefundError> {
+        let amount = amount(params)?;
         Ok(UpdateRefund {
             refund: refund_at(params)?,
-            amount: amount(params)?,
+            amount,
         })
     }
 
@@ -376,13 +379,18 @@ impl Operation for RetrieveRefundsListOp {
 
     fn bind(params: &impl Params) -> Result<RetrieveRefundsList, RefundError> {
         let word = required_text(params, "sourceType")?;
+        let page = optional_u32(params, "resultsPage")?.unwrap_or(0);
+        let limit = optional_u32(params, "resultsLimit")?.unwrap_or(MAX_RESULTS_LIMIT);
+        if !(1..=MAX_RESULTS_LIMIT).contains(&limit) {
+            return Err(RefundError::InvalidParameters(format!(
+                "params.resultsLimit must be between 1 and {MAX_RESULTS_LIMIT}, got {limit}"
+            )));
+        }
         let filter = if word == "all" {
             SourceFilter::All
         } else {
             SourceFilter::Only(source_type(&word)?)
         };
-        let page = optional_u32(params, "resultsPage")?.unwrap_or(0);
-        let limit = optional_u32(params, "resultsLimit")?.unwrap_or(MAX_RESULTS_LIMIT);
         Ok(RetrieveRefundsList {
             filter,
             page,
@@ -484,38 +492,103 @@ fn source_type(word: &str) -> Result<SourceType, RefundError> {
     SourceType::parse(word).ok_or_else(|| RefundError::UnknownSourceType(quote(word)))
 }
 
+/// The source. The `sourceType` word is judged last: a request with malformed fields is
+/// "invalid call parameters" (2) whatever its word, and only a well-formed one can be a
+/// business error (4005).
 fn source(params: &impl Params) -> Result<SourceRef, RefundError> {
-    let source_type = source_type(&required_text(params, "sourceType")?)?;
+    let word = required_text(params, "sourceType")?;
+    let id = required_id(params, "sourceId")?;
     Ok(SourceRef {
-        source_type,
-        id: required_id(params, "sourceId")?,
+        source_type: source_type(&word)?,
+        id,
     })
 }
 
 fn refund_at(params: &impl Params) -> Result<RefundAt, RefundError> {
+    let word = required_text(params, "sourceType")?;
+    let source_id = required_id(params, "sourceId")?;
+    let refund_id = required_id(params, "paymentId")?;
     Ok(RefundAt {
-        source: source(params)?,
-        refund_id: required_id(params, "paymentId")?,
+        source: SourceRef {
+            source_type: source_type(&word)?,
+            id: source_id,
+        },
+        refund_id,
     })
 }
 
-/// `refundValue` (an exact decimal: plain or scientific notation, never via a float) and
-/// `refundCurrency`.
+/// `refundValue` and `refundCurrency`. The value is read exactly (plain or scientific
+/// notation, never through a float, never rounded) and must be well formed for the currency
+/// named: no more decimals than its minor unit (two for a code this service does not know),
+/// and below 10^12. Whether the currency is the right one is the operation's business (4004).
 fn amount(params: &impl Params) -> Result<RequestedAmount, RefundError> {
     let text = scalar_text(params, "refundValue", true)?.ok_or_else(|| missing("refundValue"))?;
-    let parsed = if text.contains(['e', 'E']) {
-        Decimal::from_scientific(&text)
-    } else {
-        Decimal::from_str(&text)
+    let currency = required_text(params, "refundCurrency")?;
+    let invalid = |why: &str| {
+        RefundError::InvalidParameters(format!("params.refundValue {why}, got '{}'", quote(&text)))
     };
-    let value = parsed.map_err(|_| {
-        RefundError::InvalidParameters(format!(
-            "params.refundValue must be a decimal number, got '{}'",
-            quote(&text)
-        ))
-    })?;
-    Ok(RequestedAmount {
-        value,
-        currency: required_text(params, "refundCurrency")?,
-    })
+    let value = exact_decimal(&text).ok_or_else(|| invalid("must be a decimal number"))?;
+    let exponent = Currency::parse(&currency).map_or(2, |currency| currency.exponent());
+    if value.normalize().scale() > exponent {
+        return Err(invalid(&format!(
+            "has more decimal places than {} allows ({exponent})",
+            quote(&currency)
+        )));
+    }
+    if value.abs() >= Decimal::from(1_000_000_000_000i64) {
+        return Err(invalid("must be below 1000000000000"));
+    }
+    Ok(RequestedAmount { value, currency })
+}
+
+/// A decimal read without rounding: `None` for anything that is not a number or would lose
+/// digits (more than 28 decimal places).
+fn exact_decimal(text: &str) -> Option<Decimal> {
+    if !text
+        .bytes()
+        .all(|byte| byte.is_ascii_digit() || b"+-.eE".contains(&byte))
+    {
+        return None;
+    }
+    let Some((mantissa, exponent)) = text.split_once(['e', 'E']) else {
+        return Decimal::from_str_exact(text).ok();
+    };
+    let mut value = Decimal::from_str_exact(mantissa).ok()?;
+    let exponent: i32 = exponent.parse().ok()?;
+    if exponent >= 0 {
+        let factor =
+            Decimal::from_str_exact(&format!("1{}", "0".repeat(exponent.min(28) as usize))).ok()?;
+        if exponent > 28 {
+            return None;
+        }
+        value = value.checked_mul(factor)?;
+    } else {
+        let scale = value.scale().checked_add(exponent.unsigned_abs())?;
+        if scale > 28 {
+            return None;
+        }
+        value.set_scale(scale).ok()?;
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_read_exactly_or_refused() {
+        let read = |text: &str| exact_decimal(text).map(|value| value.to_string());
+        assert_eq!(read("10.50"), Some("10.50".to_owned()));
+        assert_eq!(read("1e1"), Some("10".to_owned()));
+        assert_eq!(read("1.5E-2"), Some("0.015".to_owned()));
+        assert_eq!(read("-0.005"), Some("-0.005".to_owned()));
+        // Digits a Decimal cannot hold are refused, never rounded away.
+        assert_eq!(read("1.00000000000000000000000000001"), None);
+        assert_eq!(read("0.000000000000000000000000000001"), None);
+        assert_eq!(read("1e-29"), None);
+        assert_eq!(read("1e400"), None);
+        assert_eq!(read("ten"), None);
+        assert_eq!(read("1_000"), None);
+    }
 }
