@@ -39,7 +39,7 @@ use serde_json::{Map, Value, json};
 
 use crate::canonical::{self, Node};
 use crate::soap_fixtures::{self, fixture_database};
-use crate::support::{TEST_API_KEY, TestDatabase, TestServer, client, fixtures_dir};
+use crate::support::{TEST_API_KEY, TestDatabase, TestServer, check_golden, client, fixtures_dir};
 
 /// The folder of REST-only cases (no SOAP twin).
 const REST_ONLY: &str = "_rest";
@@ -489,7 +489,6 @@ fn shorten_lines(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rest_fixtures_match_their_goldens() {
     let template = fixture_database().await;
-    let update = std::env::var_os("UPDATE_FIXTURES").is_some();
     let http = client();
     let cases = rest_cases();
     assert!(!cases.is_empty(), "no REST fixture cases found");
@@ -511,20 +510,12 @@ async fn rest_fixtures_match_their_goldens() {
         if let Err(broken) = check_invariants(&reply) {
             failures.push(format!("{label}: {broken}"));
         }
-        if update {
-            std::fs::write(case.golden(), reply.golden_text()).expect("write golden");
-            continue;
-        }
-        match std::fs::read_to_string(case.golden()) {
-            Err(_) => failures.push(format!(
-                "{label}: no golden file (run with UPDATE_FIXTURES=1 and review)"
-            )),
-            Ok(golden) => {
-                if let Err(difference) = compare(&reply, &golden) {
-                    failures.push(format!("{label}: {difference}"));
-                }
-            }
-        }
+        failures.extend(check_golden(
+            &case.golden(),
+            &label,
+            reply.golden_text(),
+            |golden| compare(&reply, golden),
+        ));
     }
     assert!(
         failures.is_empty(),

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::canonical;
-use crate::support::{Answer, TestDatabase, TestServer, client, fixtures_dir, post};
+use crate::support::{Answer, TestDatabase, TestServer, check_golden, client, fixtures_dir, post};
 
 pub struct Case {
     pub operation: String,
@@ -183,7 +183,6 @@ fn check(answer: &Answer, golden_text: &str) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soap_fixtures_match_their_goldens() {
     let template = fixture_database().await;
-    let update = std::env::var_os("UPDATE_FIXTURES").is_some();
     let http = client();
     let mut failures = Vec::new();
     let cases = cases();
@@ -196,21 +195,10 @@ async fn soap_fixtures_match_their_goldens() {
         let answer = post(&http, &format!("{}{path}", server.base), &headers, body).await;
         server.stop().await;
         let label = format!("{}/{}", case.operation, case.name);
-        if update {
-            let golden = format!("{}\n{}\n", answer.body.trim_end(), trailer(&answer));
-            std::fs::write(case.golden(), golden).expect("write golden");
-            continue;
-        }
-        match std::fs::read_to_string(case.golden()) {
-            Err(_) => failures.push(format!(
-                "{label}: no golden file (run with UPDATE_FIXTURES=1 and review)"
-            )),
-            Ok(golden) => {
-                if let Err(difference) = check(&answer, &golden) {
-                    failures.push(format!("{label}: {difference}"));
-                }
-            }
-        }
+        let actual = format!("{}\n{}\n", answer.body.trim_end(), trailer(&answer));
+        failures.extend(check_golden(&case.golden(), &label, actual, |golden| {
+            check(&answer, golden)
+        }));
     }
     assert!(
         failures.is_empty(),

@@ -225,3 +225,25 @@ pub fn element_text<'x>(xml: &'x str, name: &str) -> Option<&'x str> {
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(&xml[start..end])
 }
+
+/// The golden-file discipline of the fixture runners: with `UPDATE_FIXTURES` set, `actual` is
+/// written to `golden`; otherwise `compare` judges the golden text. Returns a failure line.
+pub fn check_golden(
+    golden: &Path,
+    label: &str,
+    actual: String,
+    compare: impl FnOnce(&str) -> Result<(), String>,
+) -> Option<String> {
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        std::fs::write(golden, actual).expect("write golden");
+        return None;
+    }
+    match std::fs::read_to_string(golden) {
+        Err(_) => Some(format!(
+            "{label}: no golden file (run with UPDATE_FIXTURES=1 and review)"
+        )),
+        Ok(text) => compare(&text)
+            .err()
+            .map(|difference| format!("{label}: {difference}")),
+    }
+}
