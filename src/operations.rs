@@ -67,6 +67,9 @@ pub trait Operation {
 pub struct CallContext<T> {
     pub origin: Origin,
     pub idempotency_key: Option<String>,
+    /// What else makes an answer different on this face (the SOAP version), so that a key is
+    /// never replayed in another envelope.
+    pub dialect: &'static str,
     pub render: Render<T>,
 }
 
@@ -92,7 +95,7 @@ pub async fn call<Op: Operation, P: Params>(
     };
     let claim = context.idempotency_key.map(|key| IdempotencyClaim {
         key,
-        request_digest: request_digest(caller.channel, Op::NAME, &request),
+        request_digest: request_digest(caller.channel, context.dialect, Op::NAME, &request),
         render: context.render,
     });
     Op::run(service, &caller, request, claim).await
@@ -100,8 +103,13 @@ pub async fn call<Op: Operation, P: Params>(
 
 /// What makes two requests "the same" for an idempotency key: the face, the operation and the
 /// bound request (so formatting, prefixes and a refreshed legacy key do not matter).
-fn request_digest(channel: Channel, operation: &str, request: &impl std::fmt::Debug) -> String {
-    let text = format!("{}|{operation}|{request:?}", channel.as_str());
+fn request_digest(
+    channel: Channel,
+    dialect: &str,
+    operation: &str,
+    request: &impl std::fmt::Debug,
+) -> String {
+    let text = format!("{}|{dialect}|{operation}|{request:?}", channel.as_str());
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 

@@ -170,6 +170,7 @@ async fn rest<Op: JsonOperation>(service: &RefundService, request: &RestCall<'_>
     let credentials = request.api_key.clone().map(Credentials::ApiKey);
     let timezone = service.timezone();
     let context = CallContext {
+        dialect: "",
         origin: Origin {
             channel: Channel::Rest,
             request_id: request.request_id.clone(),
@@ -263,6 +264,7 @@ async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>
     };
     let timezone = service.timezone();
     let context = CallContext {
+        dialect: "",
         origin: Origin {
             channel: Channel::JsonGate,
             request_id: request.request_id.clone(),

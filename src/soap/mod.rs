@@ -116,6 +116,10 @@ async fn dispatch<Op: SoapOperation>(
     let version = envelope.version;
     let timezone = service.timezone();
     let context = CallContext {
+        dialect: match version {
+            SoapVersion::V11 => "soap-1.1",
+            SoapVersion::V12 => "soap-1.2",
+        },
         origin: Origin {
             channel: Channel::Soap,
             request_id: request.request_id.clone(),
