@@ -193,6 +193,26 @@ async fn soap_and_the_json_gate_honour_idempotency_keys_too() {
         "the SOAP header key replays the first answer"
     );
     assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), 1);
+    // The same key in a SOAP 1.2 envelope is another request: never 1.1 bytes in a 1.2 answer.
+    let soap12 = envelope.replace(
+        "http://schemas.xmlsoap.org/soap/envelope/",
+        "http://www.w3.org/2003/05/soap-envelope",
+    );
+    let other = http
+        .post(format!("{}/soap/refunds", server.base))
+        .header("content-type", "application/soap+xml; charset=utf-8")
+        .body(soap12)
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        other.contains("<faultCode>4022</faultCode>") && other.contains("2003/05/soap-envelope"),
+        "{other}"
+    );
+    assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), 1);
 
     let gate = format!(
         "{}/api/?gate=refunds/addAutomaticRefundForOrder/1/json",
