@@ -289,12 +289,13 @@ impl RefundService {
     async fn transact<T, F>(
         &self,
         caller: &Caller,
+        operation: &'static str,
         claim: Option<IdempotencyClaim<T>>,
         work: F,
     ) -> Answer<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Ledger, &Caller) -> Result<T, RefundError> + Send + 'static,
+        F: FnOnce(&mut dyn Ledger, &Change<'_>) -> Result<T, RefundError> + Send + 'static,
     {
         let caller = caller.clone();
         let now = self.clock.now();
@@ -311,7 +312,14 @@ impl RefundService {
                     return Ok(Answer::Fresh(Err(RefundError::IdempotencyKeyReused)));
                 }
                 ledger.savepoint()?;
-                let outcome = work(ledger, &caller);
+                let outcome = work(
+                    ledger,
+                    &Change {
+                        now,
+                        caller: &caller,
+                        operation,
+                    },
+                );
                 if outcome.is_ok() {
                     ledger.release_savepoint()?;
                 } else {
@@ -518,18 +526,12 @@ impl RefundService {
         request: AddAutomaticRefund,
         claim: Option<IdempotencyClaim<MovementId>>,
     ) -> Answer<MovementId> {
-        let now = self.clock.now();
-        self.transact(caller, claim, move |ledger, caller| {
-            rules::add_automatic_refund(
-                ledger,
-                &request,
-                &Change {
-                    now,
-                    caller,
-                    operation: "addAutomaticRefund",
-                },
-            )
-        })
+        self.transact(
+            caller,
+            "addAutomaticRefund",
+            claim,
+            move |ledger, change| rules::add_automatic_refund(ledger, &request, change),
+        )
         .await
     }
 
@@ -539,15 +541,12 @@ impl RefundService {
         request: AddAutomaticRefundForOrder,
         claim: Option<IdempotencyClaim<MovementId>>,
     ) -> Answer<MovementId> {
-        let now = self.clock.now();
-        self.transact(caller, claim, move |ledger, caller| {
-            let change = Change {
-                now,
-                caller,
-                operation: "addAutomaticRefundForOrder",
-            };
-            rules::add_automatic_refund_for_order(ledger, &request, &change)
-        })
+        self.transact(
+            caller,
+            "addAutomaticRefundForOrder",
+            claim,
+            move |ledger, change| rules::add_automatic_refund_for_order(ledger, &request, change),
+        )
         .await
     }
 
@@ -557,17 +556,8 @@ impl RefundService {
         request: AddManualRefund,
         claim: Option<IdempotencyClaim<MovementId>>,
     ) -> Answer<MovementId> {
-        let now = self.clock.now();
-        self.transact(caller, claim, move |ledger, caller| {
-            rules::add_manual_refund(
-                ledger,
-                &request,
-                &Change {
-                    now,
-                    caller,
-                    operation: "addManualRefund",
-                },
-            )
+        self.transact(caller, "addManualRefund", claim, move |ledger, change| {
+            rules::add_manual_refund(ledger, &request, change)
         })
         .await
     }
@@ -602,17 +592,8 @@ impl RefundService {
         request: UpdateRefund,
         claim: Option<IdempotencyClaim<bool>>,
     ) -> Answer<bool> {
-        let now = self.clock.now();
-        self.transact(caller, claim, move |ledger, caller| {
-            rules::update_refund(
-                ledger,
-                &request,
-                &Change {
-                    now,
-                    caller,
-                    operation: "updateRefund",
-                },
-            )
+        self.transact(caller, "updateRefund", claim, move |ledger, change| {
+            rules::update_refund(ledger, &request, change)
         })
         .await
     }
@@ -623,19 +604,13 @@ impl RefundService {
         at: RefundAt,
         claim: Option<IdempotencyClaim<bool>>,
     ) -> Answer<bool> {
-        let now = self.clock.now();
         let policy = self.policy.clone();
         let answer = self
-            .transact(caller, claim, move |ledger, caller| {
-                let change = Change {
-                    now,
-                    caller,
-                    operation: "confirmRefund",
-                };
+            .transact(caller, "confirmRefund", claim, move |ledger, change| {
                 rules::confirm_refund(
                     ledger,
                     at,
-                    &change,
+                    change,
                     &policy.routing,
                     policy.require_second_approver,
                 )
@@ -651,17 +626,8 @@ impl RefundService {
         at: RefundAt,
         claim: Option<IdempotencyClaim<bool>>,
     ) -> Answer<bool> {
-        let now = self.clock.now();
-        self.transact(caller, claim, move |ledger, caller| {
-            rules::cancel_refund(
-                ledger,
-                at,
-                &Change {
-                    now,
-                    caller,
-                    operation: "cancelRefund",
-                },
-            )
+        self.transact(caller, "cancelRefund", claim, move |ledger, change| {
+            rules::cancel_refund(ledger, at, change)
         })
         .await
     }
