@@ -6,9 +6,11 @@
 //! (PostgreSQL for several gateway instances) implements `Ledger` over its own transactions and
 //! row locks; the domain code does not change.
 //!
-//! Writes go to one writer thread that owns the only write connection and runs each request's
-//! work inside `BEGIN IMMEDIATE … COMMIT`: writers are serialized, so two requests can never both
-//! see the same refundable balance. Reads use a small pool of read-only connections (WAL mode
+//! Writes go to one writer thread that owns the only write connection. It takes every write
+//! queued up, runs them one after another inside one `BEGIN IMMEDIATE … COMMIT`, each in its own
+//! savepoint, and answers them after the commit (group commit: one fsync for the batch, every
+//! answer durable). Writers are serialized, so two requests can never both see the same
+//! refundable balance. Reads use a small pool of read-only connections (WAL mode
 //! lets them run beside the writer) inside a read transaction, so one operation sees one
 //! snapshot.
 
@@ -121,7 +123,10 @@ pub trait Ledger {
     fn settle(&mut self, refund_id: MovementId, settlement: &Settlement) -> anyhow::Result<()>;
 }
 
-type WriteJob = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+type WriteJob = sqlite::BatchedWrite;
+
+/// The most writes committed together.
+const MAX_BATCH: usize = 256;
 
 /// The SQLite store: one writer thread, a pool of readers.
 #[derive(Clone)]
@@ -145,8 +150,17 @@ impl Store {
         let writer_thread = std::thread::Builder::new()
             .name("ledger-writer".to_owned())
             .spawn(move || {
-                while let Ok(job) = receiver.recv() {
-                    job(&mut connection);
+                // Group commit: whatever has queued up while the last batch committed goes into
+                // the next one.
+                while let Ok(first) = receiver.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    sqlite::run_batch(&mut connection, batch);
                 }
             })
             .context("starting the ledger writer thread")?;
@@ -170,7 +184,17 @@ impl Store {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: WriteJob = Box::new(move |connection| {
-            let _ = reply.send(sqlite::in_write_transaction(connection, work));
+            let outcome = sqlite::in_savepoint(connection, work);
+            Box::new(move |committed: Result<(), &str>| {
+                let answer = match (committed, outcome) {
+                    (_, Err(error)) => Err(error),
+                    (Ok(()), Ok(value)) => Ok(value),
+                    (Err(reason), Ok(_)) => {
+                        Err(anyhow::anyhow!("the write was not committed: {reason}").into())
+                    }
+                };
+                let _ = reply.send(answer);
+            })
         });
         self.submit(job)?;
         answer

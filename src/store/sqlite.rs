@@ -69,33 +69,68 @@ pub fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn in_write_transaction<T, E, F>(connection: &mut Connection, work: F) -> Result<T, E>
+/// How to answer one write of a batch once the batch's commit has succeeded or failed.
+pub type Completion = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// One request's write as the writer thread runs it inside a batch's transaction.
+pub type BatchedWrite = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// Group commit: runs every write of `batch` in one `BEGIN IMMEDIATE` transaction, each in its
+/// own savepoint (so a failed or panicking write leaves no trace and the others stand), commits
+/// once, and only then answers each write. One fsync serves the whole batch.
+pub fn run_batch(connection: &mut Connection, batch: Vec<BatchedWrite>) {
+    let transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            // Nothing ran. Dropping the writes drops their reply channels, which their callers
+            // see as an internal failure.
+            tracing::error!(%error, writes = batch.len(), "a write batch could not begin");
+            return;
+        }
+    };
+    let completions: Vec<Completion> = batch.into_iter().map(|write| write(&transaction)).collect();
+    let committed = transaction
+        .commit()
+        .map_err(|error| format!("committing a write batch: {error}"));
+    if let Err(reason) = &committed {
+        tracing::error!(%reason, writes = completions.len(), "a write batch was rolled back");
+    }
+    for complete in completions {
+        complete(committed.as_ref().map(|_| ()).map_err(String::as_str));
+    }
+}
+
+/// Runs `work` in a savepoint of the batch's transaction: released when it returns `Ok`,
+/// rolled back when it returns `Err` or panics.
+pub fn in_savepoint<T, E, F>(connection: &Connection, work: F) -> Result<T, E>
 where
     F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
     E: From<anyhow::Error>,
 {
-    let transaction = connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context("beginning a write transaction")?;
+    connection
+        .execute_batch("SAVEPOINT write")
+        .context("opening a write savepoint")?;
     let outcome = {
-        let mut ledger = SqliteLedger {
-            connection: &transaction,
-        };
+        let mut ledger = SqliteLedger { connection };
         std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut ledger)))
     };
-    match outcome {
-        Ok(Ok(value)) => {
-            transaction
-                .commit()
-                .context("committing a write transaction")?;
-            Ok(value)
-        }
-        // Dropping the transaction rolls it back.
-        Ok(Err(error)) => Err(error),
-        Err(_) => {
-            Err(anyhow!("a write operation panicked; its transaction was rolled back").into())
-        }
-    }
+    let (outcome, keep) = match outcome {
+        Ok(Ok(value)) => (Ok(value), true),
+        Ok(Err(error)) => (Err(error), false),
+        Err(_) => (
+            Err(anyhow!("a write operation panicked; its changes were rolled back").into()),
+            false,
+        ),
+    };
+    let end = if keep {
+        "RELEASE write"
+    } else {
+        "ROLLBACK TO write; RELEASE write"
+    };
+    connection
+        .execute_batch(end)
+        .context("closing a write savepoint")?;
+    outcome
 }
 
 pub fn in_read_transaction<T, E, F>(connection: &mut Connection, work: F) -> Result<T, E>
@@ -941,4 +976,71 @@ pub fn backup(connection: &mut Connection, target: &Path) -> anyhow::Result<()> 
         .execute("VACUUM INTO ?1", [target])
         .context("copying the database")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A write that adds payment form `id` and then succeeds, fails, or panics.
+    fn write(
+        id: i64,
+        ending: &'static str,
+        answers: mpsc::Sender<(i64, Result<(), String>)>,
+    ) -> BatchedWrite {
+        Box::new(move |connection| {
+            let outcome: Result<(), anyhow::Error> = in_savepoint(connection, |_ledger| {
+                connection.execute(
+                    "INSERT INTO payment_forms (id, name) VALUES (?1, 'x')",
+                    [id],
+                )?;
+                match ending {
+                    "fail" => Err(anyhow!("refused")),
+                    "panic" => panic!("a bug"),
+                    _ => Ok(()),
+                }
+            });
+            Box::new(move |committed| {
+                let result = committed
+                    .map_err(str::to_owned)
+                    .and(outcome.map_err(|e| e.to_string()));
+                let _ = answers.send((id, result));
+            })
+        })
+    }
+
+    #[test]
+    fn a_batch_commits_its_good_writes_and_undoes_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut connection = open_writer(&dir.path().join("batch.db")).unwrap();
+        migrate(&mut connection).unwrap();
+        let (answers, answered) = mpsc::channel();
+        let batch = vec![
+            write(10, "ok", answers.clone()),
+            write(11, "fail", answers.clone()),
+            write(12, "panic", answers.clone()),
+            write(13, "ok", answers),
+        ];
+        run_batch(&mut connection, batch);
+        let mut results: Vec<(i64, bool)> = answered
+            .iter()
+            .map(|(id, result)| (id, result.is_ok()))
+            .collect();
+        results.sort();
+        assert_eq!(results, [(10, true), (11, false), (12, false), (13, true)]);
+        let kept: Vec<i64> = connection
+            .prepare("SELECT id FROM payment_forms WHERE id >= 10 ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            kept,
+            [10, 13],
+            "the failed and the panicking write left nothing behind"
+        );
+    }
 }
