@@ -125,6 +125,10 @@ pub trait Ledger {
 
 type WriteJob = sqlite::BatchedWrite;
 
+/// The most reads running at once: a few more than cores, so that a read waiting on the disk
+/// does not idle a core, without a thread and a page cache per waiting request.
+const MAX_READERS: usize = 8;
+
 /// The most writes committed together.
 const MAX_BATCH: usize = 256;
 
@@ -138,6 +142,8 @@ struct StoreInner {
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<rusqlite::Connection>>,
+    /// Bounds the reads running at once, and so the read connections and blocking threads.
+    read_slots: tokio::sync::Semaphore,
     path: std::path::PathBuf,
 }
 
@@ -169,6 +175,7 @@ impl Store {
                 writer: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
                 readers: Mutex::new(Vec::new()),
+                read_slots: tokio::sync::Semaphore::new(MAX_READERS),
                 path: path.to_owned(),
             }),
         })
@@ -223,6 +230,12 @@ impl Store {
         T: Send + 'static,
         E: From<anyhow::Error> + Send + 'static,
     {
+        let _slot = self
+            .inner
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| anyhow::anyhow!("the store is closed"))?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.read_blocking(work))
             .await
