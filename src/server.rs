@@ -27,7 +27,7 @@ use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
 use crate::refunds::{CallbackOutcome, Policy, RefundService};
 use crate::rest::{self, JsonReply};
-use crate::soap::envelope::XmlLimits;
+use crate::soap::envelope::{SoapVersion, XmlLimits};
 use crate::soap::fault::Fault;
 use crate::soap::{self, SoapReply};
 use crate::store::Store;
@@ -232,9 +232,9 @@ async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
             Ok(reply) => reply,
             Err(_) => {
                 tracing::error!("request handler panicked");
-                soap_reply(SoapReply::fault(&Fault::server(soap::version_for(
-                    content_type.as_deref(),
-                ))))
+                soap_reply(SoapReply::fault(&Fault::server(
+                    SoapVersion::from_content_type(content_type.as_deref()),
+                )))
             }
         };
         if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
@@ -620,7 +620,7 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
 
 async fn soap_request(app: &App, request: Request<Incoming>, request_id: Option<String>) -> Reply {
     let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
-    let version = soap::version_for(content_type.as_deref());
+    let version = SoapVersion::from_content_type(content_type.as_deref());
     let api_key = api_key_of(&request);
     let idempotency_key = match idempotency_key_of(&request) {
         Ok(key) => key,

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::{AnswerFuture, Operator};
+use crate::refunds::error::quote;
 use crate::refunds::types::{OperatorAnswer, RefundJob};
 
 pub fn default_timeout_ms() -> u64 {
@@ -66,7 +67,7 @@ impl OperatorMessage {
             },
             "accepted" | "processing" => OperatorAnswer::Accepted,
             other => OperatorAnswer::Uncertain {
-                error: format!("unknown status '{}' from the operator", shorten(other)),
+                error: format!("unknown status '{}' from the operator", quote(other)),
             },
         }
     }
@@ -140,7 +141,7 @@ impl HttpOperator {
             (_, Ok(body)) => OperatorAnswer::Declined {
                 reason: format!(
                     "operator refused the request: HTTP {status} {}",
-                    shorten(&String::from_utf8_lossy(&body))
+                    quote(&String::from_utf8_lossy(&body))
                 ),
             },
         }
@@ -193,10 +194,6 @@ impl Operator for HttpOperator {
     fn verify_callback(&self, body: &[u8], signature: Option<&str>) -> bool {
         verify(&self.secret, body, signature)
     }
-}
-
-fn shorten(text: &str) -> String {
-    text.chars().take(200).collect()
 }
 
 #[cfg(test)]

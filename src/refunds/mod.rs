@@ -156,18 +156,6 @@ pub enum Answer<T> {
     Replayed(StoredResponse),
 }
 
-impl<T> Answer<T> {
-    /// The fresh outcome, for callers that never pass an idempotency key.
-    pub fn fresh(self) -> Result<T, RefundError> {
-        match self {
-            Answer::Fresh(outcome) => outcome,
-            Answer::Replayed(_) => {
-                Err(anyhow::anyhow!("a replayed answer where none was asked for").into())
-            }
-        }
-    }
-}
-
 /// Legacy credentials: `authenticate{userLogin, authenticateKey}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LegacyCredentials {

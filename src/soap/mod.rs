@@ -328,8 +328,3 @@ fn write_list_entry(refund: &Refund, out: &mut XmlOut) {
     out.leaf("refundCurrency", refund.amount.currency.code());
     out.close("results");
 }
-
-/// The SOAP version to answer in when a request could not even be parsed.
-pub fn version_for(content_type: Option<&str>) -> SoapVersion {
-    SoapVersion::from_content_type(content_type)
-}
