@@ -92,6 +92,37 @@ pub fn minor_to_decimal(minor: i64, currency: Currency) -> Decimal {
     Decimal::new(minor, currency.exponent())
 }
 
+/// A decimal as written (plain or scientific notation), read without rounding: `None` for
+/// anything that is not a number or would lose digits (more than 28 decimal places).
+pub fn parse_exact(text: &str) -> Option<Decimal> {
+    if !text
+        .bytes()
+        .all(|byte| byte.is_ascii_digit() || b"+-.eE".contains(&byte))
+    {
+        return None;
+    }
+    let Some((mantissa, exponent)) = text.split_once(['e', 'E']) else {
+        return Decimal::from_str_exact(text).ok();
+    };
+    let mut value = Decimal::from_str_exact(mantissa).ok()?;
+    let exponent: i32 = exponent.parse().ok()?;
+    if exponent >= 0 {
+        let factor =
+            Decimal::from_str_exact(&format!("1{}", "0".repeat(exponent.min(28) as usize))).ok()?;
+        if exponent > 28 {
+            return None;
+        }
+        value = value.checked_mul(factor)?;
+    } else {
+        let scale = value.scale().checked_add(exponent.unsigned_abs())?;
+        if scale > 28 {
+            return None;
+        }
+        value.set_scale(scale).ok()?;
+    }
+    Some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -158,5 +189,21 @@ mod tests {
         assert!(Currency::parse("pln").is_none());
         assert!(Currency::parse("XAU").is_none());
         assert!(Currency::parse("ZZZ").is_none());
+    }
+
+    #[test]
+    fn decimals_are_read_exactly_or_refused() {
+        let read = |text: &str| parse_exact(text).map(|value| value.to_string());
+        assert_eq!(read("10.50"), Some("10.50".to_owned()));
+        assert_eq!(read("1e1"), Some("10".to_owned()));
+        assert_eq!(read("1.5E-2"), Some("0.015".to_owned()));
+        assert_eq!(read("-0.005"), Some("-0.005".to_owned()));
+        // Digits a Decimal cannot hold are refused, never rounded away.
+        assert_eq!(read("1.00000000000000000000000000001"), None);
+        assert_eq!(read("0.000000000000000000000000000001"), None);
+        assert_eq!(read("1e-29"), None);
+        assert_eq!(read("1e400"), None);
+        assert_eq!(read("ten"), None);
+        assert_eq!(read("1_000"), None);
     }
 }

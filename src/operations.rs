@@ -10,7 +10,7 @@ use std::future::Future;
 
 use rust_decimal::Decimal;
 
-use crate::money::Currency;
+use crate::money::{Currency, parse_exact};
 use crate::refunds::error::quote;
 use crate::refunds::types::{ManualDetails, RequestedAmount, SourceFilter, SourceRef, SourceType};
 use sha2::Digest as _;
@@ -535,7 +535,7 @@ fn amount(params: &impl Params) -> Result<RequestedAmount, RefundError> {
     let invalid = |why: &str| {
         RefundError::InvalidParameters(format!("params.refundValue {why}, got '{}'", quote(&text)))
     };
-    let value = exact_decimal(&text).ok_or_else(|| invalid("must be a decimal number"))?;
+    let value = parse_exact(&text).ok_or_else(|| invalid("must be a decimal number"))?;
     let exponent = Currency::parse(&currency).map_or(2, |currency| currency.exponent());
     if value.normalize().scale() > exponent {
         return Err(invalid(&format!(
@@ -547,56 +547,4 @@ fn amount(params: &impl Params) -> Result<RequestedAmount, RefundError> {
         return Err(invalid("must be below 1000000000000"));
     }
     Ok(RequestedAmount { value, currency })
-}
-
-/// A decimal read without rounding: `None` for anything that is not a number or would lose
-/// digits (more than 28 decimal places).
-fn exact_decimal(text: &str) -> Option<Decimal> {
-    if !text
-        .bytes()
-        .all(|byte| byte.is_ascii_digit() || b"+-.eE".contains(&byte))
-    {
-        return None;
-    }
-    let Some((mantissa, exponent)) = text.split_once(['e', 'E']) else {
-        return Decimal::from_str_exact(text).ok();
-    };
-    let mut value = Decimal::from_str_exact(mantissa).ok()?;
-    let exponent: i32 = exponent.parse().ok()?;
-    if exponent >= 0 {
-        let factor =
-            Decimal::from_str_exact(&format!("1{}", "0".repeat(exponent.min(28) as usize))).ok()?;
-        if exponent > 28 {
-            return None;
-        }
-        value = value.checked_mul(factor)?;
-    } else {
-        let scale = value.scale().checked_add(exponent.unsigned_abs())?;
-        if scale > 28 {
-            return None;
-        }
-        value.set_scale(scale).ok()?;
-    }
-    Some(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimals_are_read_exactly_or_refused() {
-        let read = |text: &str| exact_decimal(text).map(|value| value.to_string());
-        assert_eq!(read("10.50"), Some("10.50".to_owned()));
-        assert_eq!(read("1e1"), Some("10".to_owned()));
-        assert_eq!(read("1.5E-2"), Some("0.015".to_owned()));
-        assert_eq!(read("-0.005"), Some("-0.005".to_owned()));
-        // Digits a Decimal cannot hold are refused, never rounded away.
-        assert_eq!(read("1.00000000000000000000000000001"), None);
-        assert_eq!(read("0.000000000000000000000000000001"), None);
-        assert_eq!(read("1e-29"), None);
-        assert_eq!(read("1e400"), None);
-        assert_eq!(read("ten"), None);
-        assert_eq!(read("1_000"), None);
-    }
 }

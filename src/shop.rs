@@ -1,15 +1,13 @@
 //! The shop document: orders, their payments, returns and claims, as `import` and `--demo` load
 //! them. Parsing checks every entry and names the entry and field of the first problem.
 
-use std::str::FromStr;
-
 use anyhow::{Context as _, bail};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
 use crate::clock::parse_local_datetime;
-use crate::money::{AmountError, Currency, Money};
+use crate::money::{AmountError, Currency, Money, parse_exact};
 use crate::refunds::types::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,9 +262,5 @@ pub fn json_decimal(value: &Value) -> Option<Decimal> {
         Value::String(text) => text.trim().to_owned(),
         _ => return None,
     };
-    if text.contains(['e', 'E']) {
-        Decimal::from_scientific(&text).ok()
-    } else {
-        Decimal::from_str(&text).ok()
-    }
+    parse_exact(&text)
 }
