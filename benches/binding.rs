@@ -98,7 +98,7 @@ fn summary(outcome: &Outcome) -> String {
             r.refund_id
         ),
         Request::RetrieveRefundsList(r) => {
-            format!("{:?} page={} limit={}", r.filter, r.page, r.limit)
+            format!("{:?} page={} limit={}", r.filter(), r.page(), r.limit())
         }
     };
     format!("ok   user={who} {what}")
@@ -338,11 +338,10 @@ fn list(params: Option<&dto::ListParams>) -> Result<Request, String> {
     } else {
         SourceFilter::Only(source_type(&word)?)
     };
-    Ok(Request::RetrieveRefundsList(RetrieveRefundsList {
-        filter,
-        page: optional_u32(&params.results_page, "resultsPage")?.unwrap_or(0),
-        limit: optional_u32(&params.results_limit, "resultsLimit")?.unwrap_or(MAX_RESULTS_LIMIT),
-    }))
+    let page = optional_u32(&params.results_page, "resultsPage")?.unwrap_or(0);
+    let limit = optional_u32(&params.results_limit, "resultsLimit")?.unwrap_or(MAX_RESULTS_LIMIT);
+    let list = RetrieveRefundsList::new(filter, page, limit).map_err(|e| e.to_string())?;
+    Ok(Request::RetrieveRefundsList(list))
 }
 
 // The conversion rules of `operations.rs`, over `Option<String>` leaves.

@@ -389,21 +389,14 @@ impl Operation for RetrieveRefundsListOp {
         let word = required_text(params, "sourceType")?;
         let page = optional_u32(params, "resultsPage")?.unwrap_or(0);
         let limit = optional_u32(params, "resultsLimit")?.unwrap_or(MAX_RESULTS_LIMIT);
-        if !(1..=MAX_RESULTS_LIMIT).contains(&limit) {
-            return Err(RefundError::InvalidParameters(format!(
-                "params.resultsLimit must be between 1 and {MAX_RESULTS_LIMIT}, got {limit}"
-            )));
-        }
-        let filter = if word == "all" {
-            SourceFilter::All
-        } else {
-            SourceFilter::Only(source_type(&word)?)
+        let filter = match word.as_str() {
+            "all" => Ok(SourceFilter::All),
+            word => source_type(word).map(SourceFilter::Only),
         };
-        Ok(RetrieveRefundsList {
-            filter,
-            page,
-            limit,
-        })
+        // A limit out of range is judged before the word, like every malformed field (see
+        // `source`): the page is made first, with a placeholder filter.
+        let list = RetrieveRefundsList::new(SourceFilter::All, page, limit)?;
+        Ok(list.with_filter(filter?))
     }
 
     async fn run(

@@ -63,17 +63,52 @@ pub struct UpdateRefund {
     pub amount: RequestedAmount,
 }
 
-/// `retrieveRefundsList`: one page of unapproved refunds.
+/// `retrieveRefundsList`: one page of unapproved refunds. Made only by [`RetrieveRefundsList::new`],
+/// so its limit is always in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetrieveRefundsList {
-    pub filter: SourceFilter,
-    /// Counts from 0.
-    pub page: u32,
-    /// 1 to [`MAX_RESULTS_LIMIT`].
-    pub limit: u32,
+    filter: SourceFilter,
+    page: u32,
+    limit: u32,
 }
 
 pub const MAX_RESULTS_LIMIT: u32 = 100;
+
+impl RetrieveRefundsList {
+    /// `page` counts from 0; `limit` must be 1 to [`MAX_RESULTS_LIMIT`].
+    pub fn new(
+        filter: SourceFilter,
+        page: u32,
+        limit: u32,
+    ) -> Result<RetrieveRefundsList, RefundError> {
+        if !(1..=MAX_RESULTS_LIMIT).contains(&limit) {
+            return Err(RefundError::InvalidParameters(format!(
+                "params.resultsLimit must be between 1 and {MAX_RESULTS_LIMIT}, got {limit}"
+            )));
+        }
+        Ok(RetrieveRefundsList {
+            filter,
+            page,
+            limit,
+        })
+    }
+
+    pub fn with_filter(self, filter: SourceFilter) -> RetrieveRefundsList {
+        RetrieveRefundsList { filter, ..self }
+    }
+
+    pub fn filter(&self) -> SourceFilter {
+        self.filter
+    }
+
+    pub fn page(&self) -> u32 {
+        self.page
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PossibleAutoRefund {
@@ -624,12 +659,6 @@ impl RefundService {
         &self,
         request: RetrieveRefundsList,
     ) -> Result<RefundsPage, RefundError> {
-        if request.limit == 0 || request.limit > MAX_RESULTS_LIMIT {
-            return Err(RefundError::InvalidParameters(format!(
-                "resultsLimit must be between 1 and {MAX_RESULTS_LIMIT}, got {}",
-                request.limit
-            )));
-        }
         self.store
             .read(move |ledger| {
                 let offset = u64::from(request.page) * u64::from(request.limit);
