@@ -17,9 +17,9 @@ use sha2::Digest as _;
 
 use crate::refunds::{
     AddAutomaticRefund, AddAutomaticRefundForOrder, AddManualRefund, Answer, Caller, Channel,
-    Credentials, IdempotencyClaim, MAX_RESULTS_LIMIT, OperationKind, Origin, PossibleAutoRefund,
-    RefundAt, RefundError, RefundService, RefundStatusView, RefundsPage, Render,
-    RetrieveRefundsList, Scope, UpdateRefund,
+    Credentials, IdempotencyClaim, LegacyCredentials, MAX_RESULTS_LIMIT, OperationKind, Origin,
+    PossibleAutoRefund, RefundAt, RefundError, RefundService, RefundStatusView, RefundsPage,
+    Render, RetrieveRefundsList, Scope, UpdateRefund,
 };
 
 /// A tree of named parameters, as a face received them.
@@ -60,6 +60,27 @@ pub trait Operation {
         request: Self::Request,
         claim: Option<IdempotencyClaim<Self::Response>>,
     ) -> impl Future<Output = Answer<Self::Response>> + Send;
+}
+
+/// Legacy credentials from the `authenticate` group of `request` (the operation element or
+/// the JSON gate's document): `userLogin`/`authenticateKey`, or the older
+/// `system_login`/`system_key`.
+pub fn legacy_credentials(request: &impl Params) -> Option<LegacyCredentials> {
+    let authenticate = request.nested("authenticate").ok().flatten()?;
+    let field = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|name| match authenticate.scalar(name) {
+                Ok(Some(Scalar::Text(text))) => {
+                    Some(text.trim().to_owned()).filter(|text| !text.is_empty())
+                }
+                _ => None,
+            })
+    };
+    Some(LegacyCredentials {
+        login: field(["userLogin", "system_login"])?,
+        key: field(["authenticateKey", "system_key"])?,
+    })
 }
 
 /// What a face adds to a call: where it came from, its idempotency key, and how the face

@@ -12,11 +12,10 @@ use crate::money::Money;
 use crate::operations::{
     AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CallContext,
     CancelRefundOp, ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, OPERATION_NAMES,
-    Operation, Params, RetrieveRefundsListOp, Scalar, UpdateRefundOp, call,
+    Operation, Params, RetrieveRefundsListOp, Scalar, UpdateRefundOp, call, legacy_credentials,
 };
 use crate::refunds::{
-    Answer, Channel, Credentials, LegacyCredentials, Origin, RefundError, RefundService,
-    StoredResponse,
+    Answer, Channel, Credentials, Origin, RefundError, RefundService, StoredResponse,
 };
 
 /// The OpenAPI 3 document of the REST face, served at `/api/doc/admin/v6/json`.
@@ -251,10 +250,7 @@ async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>
     };
     let credentials = match &request.api_key {
         Some(key) => Some(Credentials::ApiKey(key.clone())),
-        None => document
-            .get("authenticate")
-            .and_then(Value::as_object)
-            .and_then(legacy_credentials),
+        None => legacy_credentials(&document).map(Credentials::Legacy),
     };
     let params = match document.get("params") {
         Some(Value::Object(params)) => Ok(params),
@@ -319,20 +315,6 @@ fn log_error(operation: &str, error: &RefundError) {
         }
         other => tracing::debug!(operation, error = %other, "business error"),
     }
-}
-
-fn legacy_credentials(authenticate: &Map<String, Value>) -> Option<Credentials> {
-    let field = |names: [&str; 2]| {
-        names
-            .iter()
-            .filter_map(|name| authenticate.get(*name).and_then(Value::as_str))
-            .map(|text| text.trim().to_owned())
-            .find(|text| !text.is_empty())
-    };
-    Some(Credentials::Legacy(LegacyCredentials {
-        login: field(["userLogin", "system_login"])?,
-        key: field(["authenticateKey", "system_key"])?,
-    }))
 }
 
 fn json_object(body: &[u8]) -> Result<Map<String, Value>, RefundError> {

@@ -14,14 +14,13 @@ use crate::operations::CallContext;
 use crate::operations::{
     AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CancelRefundOp,
     ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, Operation, RetrieveRefundsListOp,
-    UpdateRefundOp, call,
+    UpdateRefundOp, call, legacy_credentials,
 };
 use crate::refunds::types::Refund;
 use crate::refunds::{
-    Answer, Channel, Credentials, LegacyCredentials, Origin, RefundError, RefundService,
-    StoredResponse,
+    Answer, Channel, Credentials, Origin, RefundError, RefundService, StoredResponse,
 };
-use envelope::{Element, Envelope, SoapVersion, XmlLimits};
+use envelope::{Envelope, SoapVersion, XmlLimits};
 use fault::{Fault, FaultCode};
 use writer::XmlOut;
 
@@ -194,24 +193,6 @@ fn response<Op: SoapOperation>(
             Err(_) => Outcome::BusinessError,
         },
     }
-}
-
-/// `authenticate{userLogin, authenticateKey}`, or the older `system_login`/`system_key`.
-fn legacy_credentials(operation: &Element) -> Option<LegacyCredentials> {
-    let authenticate = operation
-        .child("authenticate")
-        .filter(|element| !element.nil)?;
-    let field = |names: [&str; 2]| {
-        names
-            .iter()
-            .filter_map(|name| authenticate.child(name))
-            .map(|element| element.text.trim().to_owned())
-            .find(|text| !text.is_empty())
-    };
-    Some(LegacyCredentials {
-        login: field(["userLogin", "system_login"])?,
-        key: field(["authenticateKey", "system_key"])?,
-    })
 }
 
 fn write_errors(out: &mut XmlOut, code: i32, message: &str) {
