@@ -118,7 +118,8 @@ fn shorten(text: &str, max: usize) -> String {
 fn crate_way(body: &[u8], limits: &XmlLimits) -> Outcome {
     let parsed = envelope::parse(body, limits, None).map_err(|fault| format!("{fault:?}"))?;
     let operation = &parsed.operation;
-    let credentials = crate_credentials(operation);
+    let credentials = refunds_gateway::operations::legacy_credentials(operation)
+        .map(|credentials| (credentials.login, credentials.key));
     // As `soap::run`: document/literal wrapped uses `params`, rpc-style clients may omit it.
     let params = operation.child("params").unwrap_or(operation);
     let request = match operation.name.as_str() {
@@ -137,24 +138,6 @@ fn crate_way(body: &[u8], limits: &XmlLimits) -> Outcome {
         credentials,
         request,
     })
-}
-
-/// A copy of the private `soap::credentials`.
-fn crate_credentials(operation: &Element) -> Option<(String, String)> {
-    let authenticate = operation
-        .child("authenticate")
-        .filter(|element| !element.nil)?;
-    let field = |names: [&str; 2]| {
-        names
-            .iter()
-            .filter_map(|name| authenticate.child(name))
-            .map(|element| element.text.trim().to_owned())
-            .find(|text| !text.is_empty())
-    };
-    Some((
-        field(["userLogin", "system_login"])?,
-        field(["authenticateKey", "system_key"])?,
-    ))
 }
 
 // ------------------------------------------------------------------------------------------------
