@@ -37,7 +37,7 @@ use refunds_gateway::refunds::types::{
     ManualDetails, RequestedAmount, SourceFilter, SourceRef, SourceType,
 };
 use refunds_gateway::refunds::{AddManualRefund, MAX_RESULTS_LIMIT, RefundAt, RetrieveRefundsList};
-use refunds_gateway::soap::envelope::{self, Element, XmlLimits};
+use refunds_gateway::soap::envelope::{self, XmlLimits};
 
 const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const TARGET: &str = "urn:refunds-gateway:refunds";
