@@ -213,7 +213,10 @@ impl<'i, 'l> Parser<'i, 'l> {
                     let prefix: String = prefix.chars().take(32).collect();
                     return Err(self.client(format!("undeclared namespace prefix '{prefix}'")));
                 }
-                Ok((namespace, event)) => (namespace_of(&namespace), event),
+                // Only the Envelope, Header and Body are judged by namespace; the payload binds by
+                // local name, so its namespaces are never copied.
+                Ok((namespace, event)) if self.depth < 2 => (namespace_of(&namespace), event),
+                Ok((_, event)) => (None, event),
                 Err(error) => {
                     let position = self.reader.error_position();
                     return Err(self.client(format!("malformed XML at byte {position}: {error}")));
@@ -454,14 +457,14 @@ impl<'i, 'l> Parser<'i, 'l> {
                 )));
             }
             let (namespace, local) = self.reader.resolver().resolve_attribute(attribute.key);
-            let namespace = namespace_of(&namespace);
+            let in_namespace = |uri: &str| matches!(&namespace, ResolveResult::Bound(bound) if bound.as_ref() == uri);
             let flag = || matches!(attribute.value.trim(), "true" | "1");
             match local.as_ref() {
-                "nil" if namespace.as_deref() == Some(XSI_NS) => found.nil = flag(),
-                "type" if namespace.as_deref() == Some(XSI_NS) => {
+                "nil" if in_namespace(XSI_NS) => found.nil = flag(),
+                "type" if in_namespace(XSI_NS) => {
                     found.map = attribute.value.trim().rsplit(':').next() == Some("Map");
                 }
-                "mustUnderstand" if namespace.as_deref() == Some(self.version.namespace()) => {
+                "mustUnderstand" if in_namespace(self.version.namespace()) => {
                     found.must_understand = flag();
                 }
                 _ => {}
