@@ -448,24 +448,10 @@ impl RefundService {
                 if job.state == JobState::Done {
                     return Ok(Some(CallbackOutcome::Ignored));
                 }
-                let settlement = match answer {
-                    OperatorAnswer::Completed { external_id } => {
-                        Settlement::Completed { external_id }
-                    }
-                    OperatorAnswer::Declined { reason } => Settlement::Failed { reason },
-                    _ => return Ok(Some(CallbackOutcome::Ignored)),
-                };
-                let last_error = match &settlement {
-                    Settlement::Failed { reason } => Some(reason.clone()),
-                    Settlement::Completed { .. } => None,
-                };
-                let step = JobStep {
-                    refund_id,
-                    state: JobState::Done,
-                    attempts: job.attempts,
-                    next_attempt_ms: now_ms,
-                    last_error,
-                    settlement: Some(settlement.clone()),
+                // The same state machine as the worker's answers: only a definite answer settles.
+                let step = outbox::plan(&job, answer, &RetryPolicy::default(), 0, now_ms, 1000);
+                let Some(settlement) = step.settlement.clone() else {
+                    return Ok(Some(CallbackOutcome::Ignored));
                 };
                 ledger.record_job_step(&step, now_ms)?;
                 let caller = Caller::system(format!("operator:{operator}"), Channel::Operator);
