@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::operators::{Reply, SECRET, Script, TestOperator};
-use crate::support::client;
+use crate::support::{client, rest_request};
 
 const REFUNDS: i64 = 200;
 
@@ -76,25 +76,15 @@ async fn rest(
     operation: &str,
     params: Value,
 ) -> Value {
-    let url = format!("http://{base}/api/admin/v6/refunds/{operation}");
-    let request = if method == reqwest::Method::GET {
-        let query: Vec<String> = params
-            .as_object()
-            .expect("object")
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{k}={}",
-                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-                )
-            })
-            .collect();
-        http.get(format!("{url}?{}", query.join("&")))
-    } else {
-        http.request(method, url)
-            .body(json!({ "params": params }).to_string())
-    };
-    match request.header("x-api-key", key).send().await {
+    let request = rest_request(
+        http,
+        &format!("http://{base}"),
+        key,
+        method,
+        operation,
+        &params,
+    );
+    match request.send().await {
         Ok(response) => response.json().await.unwrap_or(Value::Null),
         // The gateway may die under our feet: that is the point of this test.
         Err(_) => Value::Null,

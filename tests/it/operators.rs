@@ -14,7 +14,7 @@ use refunds_gateway::operators::http::signature;
 use refunds_gateway::operators::{OperatorConfig, OperatorsConfig, RetryConfig};
 use serde_json::{Value, json};
 
-use crate::support::{TEST_API_KEY, TestDatabase, TestServer, client};
+use crate::support::{TEST_API_KEY, TestDatabase, TestServer, client, rest_request};
 
 pub const SECRET: &str = "operator-shared-secret";
 
@@ -244,33 +244,17 @@ impl Case {
     }
 
     async fn rest(&self, method: reqwest::Method, operation: &str, params: Value) -> Value {
-        let url = format!("{}/api/admin/v6/refunds/{operation}", self.server.base);
-        let request = if method == reqwest::Method::GET {
-            let query: String = params
-                .as_object()
-                .expect("object")
-                .iter()
-                .map(|(name, value)| {
-                    format!(
-                        "{name}={}",
-                        value
-                            .as_str()
-                            .map_or_else(|| value.to_string(), str::to_owned)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("&");
-            self.http.get(format!("{url}?{query}"))
-        } else {
-            self.http
-                .request(method, url)
-                .body(json!({ "params": params }).to_string())
-        };
-        let response = request
-            .header("x-api-key", TEST_API_KEY)
-            .send()
-            .await
-            .expect("send");
+        let response = rest_request(
+            &self.http,
+            &self.server.base,
+            TEST_API_KEY,
+            method,
+            operation,
+            &params,
+        )
+        .send()
+        .await
+        .expect("send");
         serde_json::from_str(&response.text().await.expect("body")).expect("JSON")
     }
 

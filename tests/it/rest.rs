@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Answer, TEST_API_KEY, TEST_LOGIN, TEST_READ_KEY, TestDatabase, TestServer, client, post,
-    test_key,
+    rest_request, test_key,
 };
 
 struct Rest {
@@ -19,36 +19,13 @@ struct Rest {
 
 impl Rest {
     async fn send(&self, method: &str, operation: &str, params: Value) -> (u16, Value) {
-        let url = format!("{}/api/admin/v6/refunds/{operation}", self.base);
-        let request = match method {
-            "GET" => {
-                let mut query = form_urlencoded::Serializer::new(String::new());
-                for (name, value) in params.as_object().expect("params object") {
-                    query.append_pair(
-                        name,
-                        &value
-                            .as_str()
-                            .map_or_else(|| value.to_string(), str::to_owned),
-                    );
-                }
-                self.http.get(format!("{url}?{}", query.finish()))
-            }
-            "POST" => self
-                .http
-                .post(url)
-                .body(json!({ "params": params }).to_string()),
-            "PUT" => self
-                .http
-                .put(url)
-                .body(json!({ "params": params }).to_string()),
-            other => panic!("verb {other}"),
-        };
-        let response = request
-            .header("x-api-key", &self.key)
-            .header("content-type", "application/json")
-            .send()
-            .await
-            .expect("request sent");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a verb");
+        let response = rest_request(
+            &self.http, &self.base, &self.key, method, operation, &params,
+        )
+        .send()
+        .await
+        .expect("request sent");
         let status = response.status().as_u16();
         assert_eq!(
             response

@@ -247,3 +247,33 @@ pub fn check_golden(
             .map(|difference| format!("{label}: {difference}")),
     }
 }
+
+/// A REST Admin API request: GET parameters in the query, POST/PUT parameters as
+/// `{"params": …}`, the API key in `X-API-KEY`. `base` is `http://host:port`.
+pub fn rest_request(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    operation: &str,
+    params: &serde_json::Value,
+) -> reqwest::RequestBuilder {
+    let url = format!("{base}/api/admin/v6/refunds/{operation}");
+    let request = if method == reqwest::Method::GET {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in params.as_object().expect("params object") {
+            query.append_pair(
+                name,
+                &value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned),
+            );
+        }
+        http.get(format!("{url}?{}", query.finish()))
+    } else {
+        http.request(method, url)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "params": params }).to_string())
+    };
+    request.header("x-api-key", key)
+}

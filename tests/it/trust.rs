@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::support::{
-    TEST_API_KEY, TEST_LOGIN, TestDatabase, TestServer, client, fixed_now, test_key,
+    TEST_API_KEY, TEST_LOGIN, TestDatabase, TestServer, client, fixed_now, rest_request, test_key,
 };
 
 fn gateway() -> Command {
@@ -27,10 +27,7 @@ async fn post_rest(
     operation: &str,
     params: Value,
 ) -> Sent {
-    let mut request = http
-        .post(format!("{base}/api/admin/v6/refunds/{operation}"))
-        .header("x-api-key", key)
-        .body(json!({ "params": params }).to_string());
+    let mut request = rest_request(http, base, key, reqwest::Method::POST, operation, &params);
     if let Some(idempotency) = idempotency {
         request = request.header("idempotency-key", idempotency);
     }
