@@ -162,6 +162,10 @@ struct ServeArgs {
     /// How long idempotency keys are kept, in hours.
     #[arg(long, default_value_t = 24)]
     idempotency_ttl_hours: u64,
+    /// How long checked credentials are trusted without a ledger read, in milliseconds: the
+    /// longest a revoked key or a changed password keeps working. 0 checks every call.
+    #[arg(long, default_value_t = 1000)]
+    credentials_ttl_ms: u64,
     /// Payment operators file (TOML); without it every refund goes to the sandbox.
     #[arg(long, env = "REFUNDS_OPERATORS")]
     operators: Option<PathBuf>,
@@ -257,6 +261,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut config = Config::new(args.database.path.clone());
         config.require_second_approver = args.require_second_approver;
         config.idempotency_ttl = std::time::Duration::from_secs(args.idempotency_ttl_hours.saturating_mul(3600));
+        config.credentials_ttl = std::time::Duration::from_millis(args.credentials_ttl_ms);
         if let Some(path) = &args.operators {
             config.operators = OperatorsConfig::load(path)?;
         }

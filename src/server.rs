@@ -53,6 +53,9 @@ pub struct Config {
     pub require_second_approver: bool,
     /// How long idempotency keys are kept.
     pub idempotency_ttl: Duration,
+    /// How long checked credentials are trusted before the ledger is read again (the longest a
+    /// revoked key or changed password keeps working).
+    pub credentials_ttl: Duration,
     /// Whether this instance runs the outbox worker. Off, confirmed automatic refunds wait in
     /// the outbox (fixture tests use this to keep `Processing` refunds still).
     pub run_outbox: bool,
@@ -80,6 +83,7 @@ impl Config {
             panic_on_path: None,
             require_second_approver: false,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            credentials_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -120,6 +124,7 @@ pub async fn run(
             require_second_approver: config.require_second_approver,
             idempotency_ttl_seconds: i64::try_from(config.idempotency_ttl.as_secs())
                 .unwrap_or(i64::MAX),
+            credentials_ttl: config.credentials_ttl,
         },
     );
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -5,6 +5,7 @@
 //! reached only through [`crate::store::Ledger`], inside one transaction per operation.
 
 pub mod audit;
+mod credentials;
 pub mod error;
 pub mod outbox;
 mod rules;
@@ -19,6 +20,7 @@ use crate::clock::{Clock, neighbouring_local_dates, system_millis};
 use crate::money::Money;
 use crate::store::{Ledger, Store};
 pub use audit::Channel;
+use credentials::{CredentialsCache, Presented};
 pub use error::{OperationKind, RefundError};
 use outbox::{OperatorRouting, RetryPolicy};
 use rules::Change;
@@ -73,6 +75,10 @@ pub struct RetrieveRefundsList {
 }
 
 pub const MAX_RESULTS_LIMIT: u32 = 100;
+
+/// The furthest offset into the refunds list that is read on the request's own thread; pages
+/// beyond it go to a blocking thread (see [`Store::scan`]).
+const SHORT_READ_OFFSET: u64 = 1_000;
 
 impl RetrieveRefundsList {
     /// `page` counts from 0; `limit` must be 1 to [`MAX_RESULTS_LIMIT`].
@@ -241,6 +247,7 @@ pub struct RefundService {
     policy: Arc<Policy>,
     /// Woken when a job is added, so the outbox worker sends it at once.
     jobs_added: Arc<tokio::sync::Notify>,
+    credentials: Arc<CredentialsCache>,
 }
 
 /// How the service is configured to behave.
@@ -252,6 +259,9 @@ pub struct Policy {
     pub require_second_approver: bool,
     /// How long idempotency keys are kept, in seconds.
     pub idempotency_ttl_seconds: i64,
+    /// How long checked credentials are trusted without reading the ledger again: the longest
+    /// a revoked key or a changed password keeps working. Zero checks every call.
+    pub credentials_ttl: std::time::Duration,
 }
 
 impl Policy {
@@ -260,6 +270,7 @@ impl Policy {
             routing,
             require_second_approver: false,
             idempotency_ttl_seconds: 24 * 3600,
+            credentials_ttl: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -279,6 +290,7 @@ impl RefundService {
             store,
             clock,
             timezone,
+            credentials: Arc::new(CredentialsCache::new(policy.credentials_ttl)),
             policy: Arc::new(policy),
             jobs_added: Arc::new(tokio::sync::Notify::new()),
         }
@@ -500,31 +512,50 @@ impl RefundService {
         &self,
         credentials: LegacyCredentials,
     ) -> Result<(String, Scopes), RefundError> {
+        let login = credentials.login;
+        let key = credentials.key.trim().to_ascii_lowercase();
+        let presented = Presented::Legacy {
+            login: login.clone(),
+            key: key.clone(),
+        };
+        if let Some(known) = self.credentials.get(&presented) {
+            return Ok(known);
+        }
         let dates = neighbouring_local_dates(self.clock.now(), self.timezone);
-        let login = credentials.login.clone();
         let user = self
             .store
             .read(move |ledger| ledger.api_user(&login).map_err(RefundError::from))
             .await?;
         let user = user.ok_or(RefundError::Unauthenticated)?;
-        let key = credentials.key.trim().to_ascii_lowercase();
         if !dates
             .iter()
             .any(|date| legacy_key(date, &user.password_sha1_hex) == key)
         {
             return Err(RefundError::Unauthenticated);
         }
+        self.credentials
+            .remember(presented, &user.login, user.scopes);
         Ok((user.login, user.scopes))
     }
 
     async fn api_key_caller(&self, key: &str) -> Result<(String, Scopes), RefundError> {
         let digest = api_key_digest(key.trim());
+        let presented = Presented::ApiKey {
+            digest: digest.clone(),
+        };
+        if let Some(known) = self.credentials.get(&presented) {
+            return Ok(known);
+        }
         let found = self
             .store
             .read(move |ledger| ledger.api_key(&digest).map_err(RefundError::from))
             .await?;
         match found {
-            Some(key) if key.revoked_at.is_none() => Ok((format!("key:{}", key.name), key.scopes)),
+            Some(key) if key.revoked_at.is_none() => {
+                let login = format!("key:{}", key.name);
+                self.credentials.remember(presented, &login, key.scopes);
+                Ok((login, key.scopes))
+            }
             _ => Err(RefundError::Unauthenticated),
         }
     }
@@ -645,19 +676,23 @@ impl RefundService {
         &self,
         request: RetrieveRefundsList,
     ) -> Result<RefundsPage, RefundError> {
-        self.store
-            .read(move |ledger| {
-                let offset = u64::from(request.page) * u64::from(request.limit);
-                let (total, refunds) =
-                    ledger.unapproved_refunds(request.filter, offset, request.limit)?;
-                Ok(RefundsPage {
-                    total,
-                    page: request.page,
-                    limit: request.limit,
-                    refunds,
-                })
+        let offset = u64::from(request.page) * u64::from(request.limit);
+        let page = move |ledger: &mut dyn Ledger| {
+            let (total, refunds) =
+                ledger.unapproved_refunds(request.filter, offset, request.limit)?;
+            Ok(RefundsPage {
+                total,
+                page: request.page,
+                limit: request.limit,
+                refunds,
             })
-            .await
+        };
+        // SQLite steps over every row before the page, so a page far into the list is a scan.
+        if offset <= SHORT_READ_OFFSET {
+            self.store.read(page).await
+        } else {
+            self.store.scan(page).await
+        }
     }
 
     /// Forgets idempotency keys older than the policy keeps them; returns how many.

@@ -223,8 +223,21 @@ impl Store {
             .map_err(|_| anyhow::anyhow!("the ledger writer has stopped"))
     }
 
-    /// Runs `work` in one read transaction on a pooled read-only connection.
+    /// Runs `work` in one read transaction on a pooled read-only connection, on the calling
+    /// thread. For reads whose cost is bounded (a lookup by key, one order's payments, a short
+    /// page): handing them to another thread would cost more than the read.
     pub async fn read<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
+        E: From<anyhow::Error>,
+    {
+        self.read_blocking(work)
+    }
+
+    /// Runs `work` like [`Store::read`], but on a blocking thread, at most [`MAX_READERS`] at
+    /// once: for reads that may walk many rows (a page far into the list), which would hold up
+    /// every other request on the calling thread.
+    pub async fn scan<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut dyn Ledger) -> Result<T, E> + Send + 'static,
         T: Send + 'static,

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_api_keys.sql"),
     include_str!("migrations/0003_outbox.sql"),
     include_str!("migrations/0004_trust.sql"),
+    include_str!("migrations/0005_counts.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
@@ -333,20 +334,32 @@ impl Ledger for SqliteLedger<'_> {
             SourceFilter::All => None,
             SourceFilter::Only(source_type) => Some(source_type.as_str()),
         };
+        // Two statements rather than one with `?1 IS NULL OR …`, so that each walks the
+        // partial index of unapproved refunds instead of scanning the table.
+        let (count_sql, page_sql) = match type_word {
+            Some(_) => (
+                "SELECT n FROM refund_counts WHERE status = 'New' AND source_type = ?1",
+                format!(
+                    "SELECT {REFUND_COLUMNS} FROM refunds
+                     WHERE status = 'New' AND source_type = ?1
+                     ORDER BY id LIMIT ?2 OFFSET ?3"
+                ),
+            ),
+            None => (
+                "SELECT coalesce(sum(n), 0) FROM refund_counts WHERE status = 'New' AND ?1 IS NULL",
+                format!(
+                    "SELECT {REFUND_COLUMNS} FROM refunds
+                     WHERE status = 'New' AND ?1 IS NULL
+                     ORDER BY id LIMIT ?2 OFFSET ?3"
+                ),
+            ),
+        };
         let total: i64 = self
             .connection
-            .prepare_cached(
-                "SELECT count(*) FROM refunds
-                 WHERE status = 'New' AND (?1 IS NULL OR source_type = ?1)",
-            )?
+            .prepare_cached(count_sql)?
             .query_row([type_word], |row| row.get(0))?;
-        let sql = format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds
-             WHERE status = 'New' AND (?1 IS NULL OR source_type = ?1)
-             ORDER BY id LIMIT ?2 OFFSET ?3"
-        );
         let offset = i64::try_from(offset).context("page offset out of range")?;
-        let mut statement = self.connection.prepare_cached(&sql)?;
+        let mut statement = self.connection.prepare_cached(&page_sql)?;
         let rows = statement.query_map(params![type_word, limit, offset], refund_from_row)?;
         let total = u64::try_from(total).context("negative count")?;
         Ok((total, rows.collect::<Result<_, _>>()?))
@@ -391,7 +404,7 @@ impl Ledger for SqliteLedger<'_> {
         let mut refunds_by_status = Vec::new();
         let mut statement = self
             .connection
-            .prepare_cached("SELECT count(*) FROM refunds WHERE status = ?1")?;
+            .prepare_cached("SELECT coalesce(sum(n), 0) FROM refund_counts WHERE status = ?1")?;
         for status in ["New", "Processing", "Completed", "Failed", "Canceled"] {
             refunds_by_status.push((
                 status.to_owned(),

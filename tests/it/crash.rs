@@ -274,4 +274,15 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         0,
         "every order's running total equals its live refunds and stays within what was paid"
     );
+    assert_eq!(
+        check(
+            "SELECT count(*) FROM refund_counts c WHERE c.n <> (SELECT count(*) FROM refunds r WHERE r.source_type = c.source_type AND r.status = c.status)"
+        ),
+        0,
+        "the kept counts by source type and status equal the refunds"
+    );
+    assert_eq!(
+        check("SELECT n FROM refund_counts WHERE source_type = 'order' AND status = 'Completed'"),
+        REFUNDS
+    );
 }

@@ -289,7 +289,8 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
     assert!(answer.body.contains(r#""faultCode":0"#), "{}", answer.body);
     server.stop().await;
 
-    // Revoked keys stop working at once.
+    // Revoked keys stop working (at once after a restart; on a running service within the
+    // credentials' time to live, tested below).
     let revoke = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
         .args(["key", "revoke", "--db"])
         .arg(&database.path)
@@ -322,6 +323,54 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
         )
         .await;
     assert_eq!(status, 401);
+    server.stop().await;
+}
+
+/// Checked credentials are trusted for `credentials_ttl` without a ledger read; a key revoked
+/// while the service runs stops working once that time has passed, and a wrong key is never
+/// remembered.
+#[tokio::test]
+async fn a_key_revoked_on_a_running_service_stops_working_after_the_credentials_ttl() {
+    let database = TestDatabase::with_test_shop();
+    let mut config = refunds_gateway::Config::new(database.path.clone());
+    config.run_outbox = false;
+    config.credentials_ttl = std::time::Duration::from_millis(300);
+    let server = TestServer::start_with(config).await;
+    let reader = Rest {
+        http: client(),
+        base: server.base.clone(),
+        key: TEST_READ_KEY.to_owned(),
+    };
+    let params = json!({"sourceType": "rma", "sourceId": 801});
+    reader
+        .ok("GET", "getPossibleAutoRefunds", params.clone())
+        .await;
+    let stranger = Rest {
+        key: "rgk_not_a_key_of_this_shop".to_owned(),
+        ..reader
+    };
+    assert_eq!(
+        stranger
+            .send("GET", "getPossibleAutoRefunds", params.clone())
+            .await
+            .0,
+        401
+    );
+    let reader = Rest {
+        key: TEST_READ_KEY.to_owned(),
+        ..stranger
+    };
+
+    let revoke = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+        .args(["key", "revoke", "--db"])
+        .arg(&database.path)
+        .arg("reader")
+        .output()
+        .expect("run key revoke");
+    assert!(revoke.status.success());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (status, body) = reader.send("GET", "getPossibleAutoRefunds", params).await;
+    assert_eq!(status, 401, "{body}");
     server.stop().await;
 }
 
