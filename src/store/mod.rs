@@ -271,7 +271,10 @@ impl Store {
             None => sqlite::open_reader(&self.inner.path)?,
         };
         let result = sqlite::in_read_transaction(&mut connection, work);
-        if let Ok(mut readers) = self.inner.readers.lock() {
+        // Only a connection outside any transaction goes back to the pool.
+        if connection.is_autocommit()
+            && let Ok(mut readers) = self.inner.readers.lock()
+        {
             readers.push(connection);
         }
         result

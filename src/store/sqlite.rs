@@ -139,16 +139,32 @@ where
     F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
     E: From<anyhow::Error>,
 {
-    let transaction = connection
-        .transaction_with_behavior(TransactionBehavior::Deferred)
-        .context("beginning a read transaction")?;
-    let mut ledger = SqliteLedger {
-        connection: &transaction,
+    // Prepared once per connection: parsing `BEGIN` and `ROLLBACK` again for every read costs
+    // more than a point read itself.
+    run_cached(connection, "BEGIN DEFERRED").context("beginning a read transaction")?;
+    let outcome = {
+        let mut ledger = SqliteLedger {
+            connection: &*connection,
+        };
+        std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut ledger)))
     };
-    match std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut ledger))) {
+    // A read changes nothing, so ending it either way is the same; ROLLBACK also ends it when
+    // `work` failed halfway through a statement.
+    if let Err(error) = run_cached(connection, "ROLLBACK") {
+        tracing::error!(%error, "ending a read transaction");
+        // A connection whose transaction is still open would serve a stale snapshot later.
+        if !connection.is_autocommit() {
+            return Err(anyhow!("a read transaction could not be ended: {error}").into());
+        }
+    }
+    match outcome {
         Ok(result) => result,
         Err(_) => Err(anyhow!("a read operation panicked").into()),
     }
+}
+
+fn run_cached(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 struct SqliteLedger<'c> {
@@ -266,12 +282,15 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn order_payments(&mut self, order_id: i64) -> anyhow::Result<Vec<Payment>> {
-        let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1 ORDER BY paid_at, id"
-        );
+        // Sorted here, not by `ORDER BY`: with an ORDER BY over the index this query uses,
+        // SQLite re-plans the statement each time `?1` is bound, which costs several times
+        // the query itself (a test below checks that no hot read is re-planned).
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1");
         let mut statement = self.connection.prepare_cached(&sql)?;
         let rows = statement.query_map([order_id], payment_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut payments: Vec<Payment> = rows.collect::<Result<_, _>>()?;
+        payments.sort_by_key(|payment| (payment.paid_at, payment.id));
+        Ok(payments)
     }
 
     fn source(&mut self, source: SourceRef) -> anyhow::Result<Option<Source>> {
@@ -330,39 +349,48 @@ impl Ledger for SqliteLedger<'_> {
         offset: u64,
         limit: u32,
     ) -> anyhow::Result<(u64, Vec<Refund>)> {
-        let type_word = match filter {
-            SourceFilter::All => None,
-            SourceFilter::Only(source_type) => Some(source_type.as_str()),
-        };
-        // Two statements rather than one with `?1 IS NULL OR …`, so that each walks the
-        // partial index of unapproved refunds instead of scanning the table.
-        let (count_sql, page_sql) = match type_word {
-            Some(_) => (
-                "SELECT n FROM refund_counts WHERE status = 'New' AND source_type = ?1",
-                format!(
-                    "SELECT {REFUND_COLUMNS} FROM refunds
-                     WHERE status = 'New' AND source_type = ?1
-                     ORDER BY id LIMIT ?2 OFFSET ?3"
-                ),
-            ),
-            None => (
-                "SELECT coalesce(sum(n), 0) FROM refund_counts WHERE status = 'New' AND ?1 IS NULL",
-                format!(
-                    "SELECT {REFUND_COLUMNS} FROM refunds
-                     WHERE status = 'New' AND ?1 IS NULL
-                     ORDER BY id LIMIT ?2 OFFSET ?3"
-                ),
-            ),
-        };
-        let total: i64 = self
-            .connection
-            .prepare_cached(count_sql)?
-            .query_row([type_word], |row| row.get(0))?;
+        // SQLite re-plans a statement at every bind when a bound value takes part in planning:
+        // whether the partial index of unapproved refunds applies, or a bare `LIMIT ?`. So the
+        // source type is written into the statement (one of three words of ours, never the
+        // caller's text), and the limit and offset are expressions (`?1 + 0`) the planner
+        // leaves alone.
         let offset = i64::try_from(offset).context("page offset out of range")?;
-        let mut statement = self.connection.prepare_cached(&page_sql)?;
-        let rows = statement.query_map(params![type_word, limit, offset], refund_from_row)?;
+        let (total, rows) = match filter {
+            SourceFilter::Only(source_type) => {
+                let word = source_type.as_str();
+                let total: i64 = self
+                    .connection
+                    .prepare_cached(&format!(
+                        "SELECT n FROM refund_counts WHERE status = 'New' AND source_type = '{word}'"
+                    ))?
+                    .query_row([], |row| row.get(0))?;
+                let mut statement = self.connection.prepare_cached(&format!(
+                    "SELECT {REFUND_COLUMNS} FROM refunds
+                     WHERE status = 'New' AND source_type = '{word}'
+                     ORDER BY id LIMIT ?1 + 0 OFFSET ?2 + 0"
+                ))?;
+                let rows = statement
+                    .query_map(params![limit, offset], refund_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                (total, rows)
+            }
+            SourceFilter::All => {
+                let total: i64 = self
+                    .connection
+                    .prepare_cached("SELECT sum(n) FROM refund_counts WHERE status = 'New'")?
+                    .query_row([], |row| row.get(0))?;
+                let mut statement = self.connection.prepare_cached(&format!(
+                    "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'New'
+                     ORDER BY id LIMIT ?1 + 0 OFFSET ?2 + 0"
+                ))?;
+                let rows = statement
+                    .query_map(params![limit, offset], refund_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                (total, rows)
+            }
+        };
         let total = u64::try_from(total).context("negative count")?;
-        Ok((total, rows.collect::<Result<_, _>>()?))
+        Ok((total, rows))
     }
 
     fn api_user(&mut self, login: &str) -> anyhow::Result<Option<ApiUser>> {
@@ -1022,6 +1050,103 @@ mod tests {
                 let _ = answers.send((id, result));
             })
         })
+    }
+
+    /// How many times the statements prepared on `connection` were re-planned since they
+    /// were prepared.
+    fn reprepares(connection: &Connection) -> i32 {
+        let mut total = 0;
+        // SAFETY: the handle is valid while `connection` lives; sqlite3_next_stmt and
+        // sqlite3_stmt_status only read the connection's list of prepared statements, and no
+        // statement is finalized meanwhile (this thread holds the connection).
+        unsafe {
+            let db = connection.handle();
+            let mut statement = rusqlite::ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !statement.is_null() {
+                total += rusqlite::ffi::sqlite3_stmt_status(
+                    statement,
+                    rusqlite::ffi::SQLITE_STMTSTATUS_REPREPARE,
+                    0,
+                );
+                statement = rusqlite::ffi::sqlite3_next_stmt(db, statement);
+            }
+        }
+        total
+    }
+
+    /// A read on a hot path is planned once per connection and then only re-bound: SQLite
+    /// re-plans some statements every time a parameter is bound (an ORDER BY over an index
+    /// with an equality on `?1`, for one), which made getPossibleAutoRefunds several times
+    /// slower.
+    #[test]
+    fn hot_reads_are_planned_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.db");
+        let mut writer = open_writer(&path).unwrap();
+        migrate(&mut writer).unwrap();
+        let shop = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/test-shop.json"),
+        )
+        .unwrap();
+        let shop = ShopData::parse(&shop, chrono_tz::Europe::Warsaw).unwrap();
+        import_shop(&mut writer, &shop).unwrap();
+
+        let mut reader = open_reader(&path).unwrap();
+        let sources = [
+            SourceRef {
+                source_type: SourceType::Order,
+                id: 2001,
+            },
+            SourceRef {
+                source_type: SourceType::Order,
+                id: 2002,
+            },
+            SourceRef {
+                source_type: SourceType::Return,
+                id: 601,
+            },
+            SourceRef {
+                source_type: SourceType::Rma,
+                id: 801,
+            },
+        ];
+        let mut after_first_round = None;
+        for round in 0..3 {
+            if round == 1 {
+                // The first round loads the schema, which re-plans what was prepared before it.
+                after_first_round = Some(reprepares(&reader));
+            }
+            for source in sources {
+                let found: anyhow::Result<()> = in_read_transaction(&mut reader, |ledger| {
+                    let order = ledger.source(source)?.map(|found| found.order.id);
+                    if let Some(order) = order {
+                        let payments = ledger.order_payments(order)?;
+                        assert!(payments.iter().all(|payment| payment.order_id == order));
+                        assert!(
+                            payments.windows(2).all(|pair| (pair[0].paid_at, pair[0].id)
+                                <= (pair[1].paid_at, pair[1].id)),
+                            "oldest first"
+                        );
+                        ledger.order(order)?;
+                    }
+                    ledger.payment(11 + round)?;
+                    ledger.refund(20 + round)?;
+                    ledger.api_key("0".repeat(64).as_str())?;
+                    ledger.api_user(&format!("user{round}"))?;
+                    for filter in [SourceFilter::All, SourceFilter::Only(source.source_type)] {
+                        ledger.unapproved_refunds(filter, source.id.unsigned_abs() % 3, 10)?;
+                    }
+                    ledger.counts()?;
+                    Ok(())
+                });
+                found.unwrap();
+            }
+        }
+        assert_eq!(
+            Some(reprepares(&reader)),
+            after_first_round,
+            "a hot read was re-planned"
+        );
     }
 
     #[test]
