@@ -240,6 +240,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::server::tune_allocator();
     let timezone = args.timezone.timezone;
     if args.demo {
         load_demo(&args.database.path, timezone)?;

@@ -34,10 +34,29 @@ pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
+             PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -32768;
+             PRAGMA journal_size_limit = 67108864;",
         )
         .context("configuring the database connection")?;
+    // The service checkpoints on its own thread (`checkpoint`); this is only the backstop for
+    // when that thread falls behind, and the default for the command line's connections.
+    connection
+        .pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+        .context("configuring the database connection")?;
     Ok(connection)
+}
+
+/// The WAL size, in pages, at which a committing writer checkpoints by itself.
+const WAL_BACKSTOP_PAGES: i64 = 20_000;
+
+/// Copies what the write-ahead log holds back into the database file, without waiting for
+/// readers or the writer (SQLite's PASSIVE checkpoint). The writer's commits then never pay for
+/// it; SQLite starts the log over once a checkpoint has copied all of it.
+pub fn checkpoint(connection: &Connection) -> anyhow::Result<()> {
+    connection
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .context("checkpointing the write-ahead log")
 }
 
 pub fn open_reader(path: &Path) -> anyhow::Result<Connection> {
@@ -108,9 +127,7 @@ where
     F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
     E: From<anyhow::Error>,
 {
-    connection
-        .execute_batch("SAVEPOINT write")
-        .context("opening a write savepoint")?;
+    run_cached(connection, "SAVEPOINT write").context("opening a write savepoint")?;
     let outcome = {
         let mut ledger = SqliteLedger { connection };
         std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut ledger)))
@@ -123,14 +140,10 @@ where
             false,
         ),
     };
-    let end = if keep {
-        "RELEASE write"
-    } else {
-        "ROLLBACK TO write; RELEASE write"
-    };
-    connection
-        .execute_batch(end)
-        .context("closing a write savepoint")?;
+    if !keep {
+        run_cached(connection, "ROLLBACK TO write").context("undoing a write savepoint")?;
+    }
+    run_cached(connection, "RELEASE write").context("closing a write savepoint")?;
     outcome
 }
 
@@ -539,18 +552,18 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn savepoint(&mut self) -> anyhow::Result<()> {
-        self.connection.execute_batch("SAVEPOINT operation")?;
+        run_cached(self.connection, "SAVEPOINT operation")?;
         Ok(())
     }
 
     fn release_savepoint(&mut self) -> anyhow::Result<()> {
-        self.connection.execute_batch("RELEASE operation")?;
+        run_cached(self.connection, "RELEASE operation")?;
         Ok(())
     }
 
     fn rollback_to_savepoint(&mut self) -> anyhow::Result<()> {
-        self.connection
-            .execute_batch("ROLLBACK TO operation; RELEASE operation")?;
+        run_cached(self.connection, "ROLLBACK TO operation")?;
+        run_cached(self.connection, "RELEASE operation")?;
         Ok(())
     }
 
