@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_outbox.sql"),
     include_str!("migrations/0004_trust.sql"),
     include_str!("migrations/0005_counts.sql"),
+    include_str!("migrations/0006_triggers_without_in_lists.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {

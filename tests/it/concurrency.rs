@@ -123,4 +123,68 @@ fn the_ledger_itself_refuses_an_over_refund() {
     assert!(raise.is_err(), "raising it above the payment is refused");
     let delete = connection.execute("DELETE FROM refunds WHERE id = ?1", [id]);
     assert!(delete.is_err(), "refunds are never deleted");
+
+    // The reservation follows the status: live (New, Processing, Completed) holds the amount,
+    // Canceled releases it, and a final state never changes again.
+    let totals = || -> (i64, i64) {
+        connection
+            .query_row(
+                "SELECT (SELECT refunded_minor FROM orders WHERE id = 2001),
+                        (SELECT refunded_minor FROM payments WHERE id = 11)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("totals")
+    };
+    let held = totals();
+    connection
+        .execute(
+            "UPDATE refunds SET status = 'Processing' WHERE id = ?1",
+            [id],
+        )
+        .expect("approve");
+    assert_eq!(totals(), held, "a Processing refund still holds its amount");
+    connection
+        .execute(
+            "UPDATE refunds SET status = 'Completed' WHERE id = ?1",
+            [id],
+        )
+        .expect("settle");
+    assert_eq!(totals(), held, "a Completed refund still holds its amount");
+    for (status, amount) in [("New", 20000), ("Canceled", 20000), ("Completed", 100)] {
+        let change = connection.execute(
+            "UPDATE refunds SET status = ?2, amount_minor = ?3 WHERE id = ?1",
+            rusqlite::params![id, status, amount],
+        );
+        assert!(
+            change.is_err(),
+            "a Completed refund stays as it is ({status}, {amount})"
+        );
+    }
+
+    connection
+        .execute("INSERT INTO movements (kind) VALUES ('refund')", [])
+        .expect("id");
+    let second = connection.last_insert_rowid();
+    connection
+        .execute(
+            "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_form_id, amount_minor, currency, status, created_at, created_by)
+             VALUES (?1, 2001, 'order', 2001, 'manual', 2, 3000, 'PLN', 'New', 0, 'sql')",
+            [second],
+        )
+        .expect("a manual refund within what is left");
+    assert_eq!(
+        totals(),
+        (held.0 + 3000, held.1),
+        "a manual refund holds the order only"
+    );
+    connection
+        .execute(
+            "UPDATE refunds SET status = 'Canceled' WHERE id = ?1",
+            [second],
+        )
+        .expect("cancel");
+    assert_eq!(totals(), held, "canceling releases the amount");
+    let revive = connection.execute("UPDATE refunds SET status = 'New' WHERE id = ?1", [second]);
+    assert!(revive.is_err(), "a Canceled refund stays canceled");
 }
