@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Helpers for benches/load: shop generation, start-up timing, seeding, SQLite ceiling, free port."""
+"""Helpers for benches/load: shop generation, start-up timing, seeding, the confirmRefund pool,
+the outbox drain, SQLite ceiling, free port."""
 import http.client, json, os, socket, sqlite3, subprocess, sys, time
 
 
@@ -56,8 +57,8 @@ def startup(port, log, *argv):
 
 
 def seed(port, apikey, count, out):
-    """Create one manual refund on each of orders 1..count over REST; write a Lua table of
-    {orderId, refundId} pairs for the getRefundStatus script."""
+    """Create one manual refund on each of orders 1..count over REST; write their
+    "orderId refundId" lines for the getRefundStatus scenarios."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     pairs = []
     for i in range(1, count + 1):
@@ -77,7 +78,7 @@ def seed(port, apikey, count, out):
             rid = find_key(doc, "refundId") or find_key(doc, "paymentId")
         pairs.append((i, int(rid)))
     with open(out, "w") as f:
-        f.write("return {" + ",".join("{%d,%d}" % p for p in pairs) + "}\n")
+        f.writelines("%d %d\n" % pair for pair in pairs)
 
 
 def find_key(doc, key):
@@ -94,6 +95,42 @@ def find_key(doc, key):
             if r is not None:
                 return r
     return None
+
+
+def read_only(path):
+    """A read-only connection to the gateway's database while the server runs (WAL: readers
+    never block its writer)."""
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+    db.execute("PRAGMA query_only=1")
+    return db
+
+
+def pool(path, out):
+    """Write "orderId refundId" lines of the orders' automatic refunds still New (the ones
+    confirmRefund can take); print how many."""
+    db = read_only(path)
+    rows = db.execute("SELECT order_id, id FROM refunds WHERE method = 'automatic' "
+                      "AND status = 'New' AND source_type = 'order' ORDER BY id").fetchall()
+    db.close()
+    with open(out, "w") as f:
+        f.writelines("%d %d\n" % row for row in rows)
+    print(len(rows))
+
+
+def drain(path, timeout):
+    """Wait until the outbox worker has sent every job it was given (no job left in state
+    'send'); print the seconds waited, or exit non-zero after timeout seconds."""
+    db = read_only(path)
+    t0 = time.perf_counter()
+    while True:
+        left = db.execute("SELECT count(*) FROM outbox WHERE state = 'send'").fetchone()[0]
+        if left == 0:
+            break
+        if time.perf_counter() - t0 > timeout:
+            sys.exit("outbox: %d jobs still unsent after %.0f s" % (left, timeout))
+        time.sleep(0.05)
+    db.close()
+    print("%.1f" % (time.perf_counter() - t0))
 
 
 def sqlite_ceiling(path, sync, seconds):
@@ -127,6 +164,10 @@ if __name__ == "__main__":
         startup(int(args[0]), args[1], *args[2:])
     elif cmd == "seed":
         seed(int(args[0]), args[1], int(args[2]), args[3])
+    elif cmd == "pool":
+        pool(args[0], args[1])
+    elif cmd == "drain":
+        drain(args[0], float(args[1]))
     elif cmd == "sqlite":
         sqlite_ceiling(args[0], args[1], float(args[2]))
     else:
