@@ -11,9 +11,11 @@
 //!   `rest` makes its 200 body). Both answers come from the service below. The SOAP response
 //!   writer (`soap::writer`, `soap::response`) is private to the crate, so SOAP writing is only
 //!   measured inside `end_to_end`.
-//! - `service/{step}`: the two store reads a SOAP getRefundStatus makes, each alone through the
-//!   service: `authenticate` (the legacy user) and `get_refund_status` (the refund). Each is a
-//!   hop to the blocking pool and a read transaction on a pooled connection.
+//! - `service/{step}`: the steps of a SOAP getRefundStatus through the service, each alone:
+//!   `authenticate` of the legacy user, remembered (the credentials checked less than
+//!   `credentials_ttl` ago: no ledger read) and checked (time to live zero: a read of the
+//!   user), and `get_refund_status` (a read transaction over the refund and its source on a
+//!   pooled connection, on the calling thread).
 //! - `end_to_end/{face}_{operation}`: one call in-process, without HTTP: `soap::handle` or
 //!   `rest::handle_rest` on a `RefundService` over a real SQLite file (under the target
 //!   directory, so on the disk the service would use), loaded like the integration tests load
@@ -173,6 +175,8 @@ fn status_refund() -> RefundAt {
 /// A service over a fresh SQLite file, loaded as described in the module comment.
 struct LoadedService {
     service: RefundService,
+    /// The same store with credentials checked against the ledger on every call.
+    unremembering: RefundService,
     runtime: Runtime,
     _dir: tempfile::TempDir,
 }
@@ -214,10 +218,19 @@ impl LoadedService {
         // No outbox worker runs: a confirmed automatic refund stays Processing, as in the
         // fixtures.
         let service = RefundService::new(
-            store,
+            store.clone(),
             Clock::Fixed(fixed_now()),
             timezone,
             Policy::new(operators.routing.clone()),
+        );
+        let unremembering = RefundService::new(
+            store,
+            Clock::Fixed(fixed_now()),
+            timezone,
+            Policy {
+                credentials_ttl: Duration::ZERO,
+                ..Policy::new(operators.routing.clone())
+            },
         );
 
         let mut setup: Vec<PathBuf> = std::fs::read_dir(fixtures_dir().join("soap/_setup"))
@@ -238,6 +251,7 @@ impl LoadedService {
             .expect("import the bench order");
         LoadedService {
             service,
+            unremembering,
             runtime,
             _dir: dir,
         }
@@ -368,9 +382,19 @@ fn hot_paths(c: &mut Criterion) {
         .block_on(service.authenticate(Some(credentials.clone()), Scope::Read, origin.clone()))
         .expect("the test user authenticates");
     let mut group = c.benchmark_group("service");
-    group.bench_function("authenticate_legacy", |b| {
+    group.bench_function("authenticate_legacy_remembered", |b| {
         b.to_async(runtime).iter(|| {
             service.authenticate(
+                Some(black_box(credentials.clone())),
+                Scope::Read,
+                origin.clone(),
+            )
+        })
+    });
+    let unremembering = &loaded.unremembering;
+    group.bench_function("authenticate_legacy_checked", |b| {
+        b.to_async(runtime).iter(|| {
+            unremembering.authenticate(
                 Some(black_box(credentials.clone())),
                 Scope::Read,
                 origin.clone(),
