@@ -141,7 +141,6 @@ pub struct Store {
 struct StoreInner {
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    checkpointer: Mutex<Option<Checkpointer>>,
     readers: Mutex<Vec<rusqlite::Connection>>,
     /// Bounds the reads running at once, and so the read connections and blocking threads.
     read_slots: tokio::sync::Semaphore,
@@ -171,12 +170,10 @@ impl Store {
                 }
             })
             .context("starting the ledger writer thread")?;
-        let checkpointer = Checkpointer::start(path)?;
         Ok(Store {
             inner: Arc::new(StoreInner {
                 writer: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
-                checkpointer: Mutex::new(Some(checkpointer)),
                 readers: Mutex::new(Vec::new()),
                 read_slots: tokio::sync::Semaphore::new(MAX_READERS),
                 path: path.to_owned(),
@@ -297,50 +294,6 @@ impl Store {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
-        let checkpointer = self
-            .inner
-            .checkpointer
-            .lock()
-            .ok()
-            .and_then(|mut c| c.take());
-        if let Some(checkpointer) = checkpointer {
-            checkpointer.stop();
-        }
-    }
-}
-
-/// How often the write-ahead log is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// A thread with its own connection that checkpoints the write-ahead log, so that the writer's
-/// commits do not (see [`sqlite::checkpoint`]).
-struct Checkpointer {
-    stop: mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> anyhow::Result<Checkpointer> {
-        let connection = sqlite::open_writer(path)?;
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("ledger-checkpoint".to_owned())
-            .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    if let Err(error) = sqlite::checkpoint(&connection) {
-                        tracing::warn!(error = %format!("{error:#}"), "checkpoint failed");
-                    }
-                }
-            })
-            .context("starting the checkpoint thread")?;
-        Ok(Checkpointer { stop, thread })
-    }
-
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.thread.join();
     }
 }
 

@@ -40,24 +40,7 @@ pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              PRAGMA journal_size_limit = 67108864;",
         )
         .context("configuring the database connection")?;
-    // The service checkpoints on its own thread (`checkpoint`); this is only the backstop for
-    // when that thread falls behind, and the default for the command line's connections.
-    connection
-        .pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
-        .context("configuring the database connection")?;
     Ok(connection)
-}
-
-/// The WAL size, in pages, at which a committing writer checkpoints by itself.
-const WAL_BACKSTOP_PAGES: i64 = 20_000;
-
-/// Copies what the write-ahead log holds back into the database file, without waiting for
-/// readers or the writer (SQLite's PASSIVE checkpoint). The writer's commits then never pay for
-/// it; SQLite starts the log over once a checkpoint has copied all of it.
-pub fn checkpoint(connection: &Connection) -> anyhow::Result<()> {
-    connection
-        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        .context("checkpointing the write-ahead log")
 }
 
 pub fn open_reader(path: &Path) -> anyhow::Result<Connection> {
