@@ -1,6 +1,8 @@
 //! Time: where "now" comes from, and the shop's local time format `YYYY-MM-DD HH:MM:SS`.
 
-use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone as _};
+use chrono::{
+    DateTime, Datelike as _, Days, LocalResult, NaiveDateTime, TimeZone as _, Timelike as _,
+};
 use chrono_tz::Tz;
 
 use crate::refunds::types::Timestamp;
@@ -41,11 +43,21 @@ pub fn parse_local_datetime(text: &str, timezone: Tz) -> Option<Timestamp> {
 
 /// Writes a timestamp as `YYYY-MM-DD HH:MM:SS` in `timezone`.
 pub fn format_local_datetime(at: Timestamp, timezone: Tz) -> String {
+    // Written field by field: chrono's `format` interprets the pattern on every call, which
+    // showed in the profile of a status read.
     match DateTime::from_timestamp(at, 0) {
-        Some(utc) => utc
-            .with_timezone(&timezone)
-            .format(LOCAL_FORMAT)
-            .to_string(),
+        Some(utc) => {
+            let local = utc.with_timezone(&timezone);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                local.year(),
+                local.month(),
+                local.day(),
+                local.hour(),
+                local.minute(),
+                local.second()
+            )
+        }
         None => String::new(),
     }
 }
@@ -79,6 +91,12 @@ mod tests {
             format_local_datetime(at, Tz::Europe__Warsaw),
             "2026-11-20 10:00:00"
         );
+        // Summer time, single-digit fields, and the last second of a year.
+        for text in ["2026-07-01 00:05:09", "2026-12-31 23:59:59", "1999-01-02 03:04:05"] {
+            let at = parse_local_datetime(text, Tz::Europe__Warsaw).unwrap();
+            assert_eq!(format_local_datetime(at, Tz::Europe__Warsaw), text);
+        }
+        assert_eq!(format_local_datetime(0, Tz::UTC), "1970-01-01 00:00:00");
         assert!(parse_local_datetime("2026-03-29 02:30:00", Tz::Europe__Warsaw).is_none());
         assert!(parse_local_datetime("2026-11-20T10:00:00", Tz::Europe__Warsaw).is_none());
     }
