@@ -92,7 +92,11 @@ mod tests {
             "2026-11-20 10:00:00"
         );
         // Summer time, single-digit fields, and the last second of a year.
-        for text in ["2026-07-01 00:05:09", "2026-12-31 23:59:59", "1999-01-02 03:04:05"] {
+        for text in [
+            "2026-07-01 00:05:09",
+            "2026-12-31 23:59:59",
+            "1999-01-02 03:04:05",
+        ] {
             let at = parse_local_datetime(text, Tz::Europe__Warsaw).unwrap();
             assert_eq!(format_local_datetime(at, Tz::Europe__Warsaw), text);
         }

@@ -374,6 +374,78 @@ async fn a_key_revoked_on_a_running_service_stops_working_after_the_credentials_
     server.stop().await;
 }
 
+/// Pages more than 1 000 refunds into the list are read on a blocking thread instead of the
+/// request's own; both give the same rows, in id order, with the kept totals.
+#[tokio::test]
+async fn list_pages_near_and_far_give_the_same_ordering_and_totals() {
+    let database = TestDatabase::with_test_shop();
+    const ADDED: i64 = 1_050;
+    let first_added = {
+        let mut connection = rusqlite::Connection::open(&database.path).expect("open ledger");
+        let transaction = connection.transaction().expect("transaction");
+        let mut first = None;
+        for _ in 0..ADDED {
+            transaction
+                .execute("INSERT INTO movements (kind) VALUES ('refund')", [])
+                .expect("id");
+            let id = transaction.last_insert_rowid();
+            first.get_or_insert(id);
+            // 1 JPY manual refunds of order 2005, paid 5000 JPY.
+            transaction
+                .execute(
+                    "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_form_id, amount_minor, currency, status, created_at, created_by)
+                     VALUES (?1, 2005, 'order', 2005, 'manual', 2, 1, 'JPY', 'New', 0, 'sql')",
+                    [id],
+                )
+                .expect("a New refund");
+        }
+        transaction.commit().expect("commit");
+        first.expect("at least one")
+    };
+    let server = TestServer::start(&database.path).await;
+    let reader = Rest {
+        http: client(),
+        base: server.base.clone(),
+        key: TEST_READ_KEY.to_owned(),
+    };
+    let page =
+        |number: u32| json!({"sourceType": "order", "resultsPage": number, "resultsLimit": 10});
+    let ids = |body: &Value| -> Vec<i64> {
+        body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|refund| refund["paymentId"].as_i64().expect("an id"))
+            .collect()
+    };
+    let near = reader.ok("GET", "retrieveRefundsList", page(0)).await;
+    let total = near["resultsNumberAll"].as_i64().expect("total");
+    assert!(total >= ADDED, "{near}");
+    let before = total - ADDED; // the test shop's own New refunds, all older than ours
+    // Page 104 starts at row 1 040: past the first 1 000 rows, so it is read as a scan.
+    let far = reader.ok("GET", "retrieveRefundsList", page(104)).await;
+    assert_eq!(far["resultsNumberAll"].as_i64(), Some(total));
+    let expected: Vec<i64> = (1_040 - before..1_050 - before)
+        .filter(|offset| *offset < ADDED)
+        .map(|offset| first_added + offset)
+        .collect();
+    assert_eq!(ids(&far), expected, "{far}");
+    let last = (total - 1) / 10;
+    let end = reader
+        .ok("GET", "retrieveRefundsList", page(last as u32))
+        .await;
+    assert_eq!(
+        ids(&end).last(),
+        Some(&(first_added + ADDED - 1)),
+        "the newest refund closes the last page"
+    );
+    let beyond = reader
+        .ok("GET", "retrieveRefundsList", page(last as u32 + 1))
+        .await;
+    assert_eq!(ids(&beyond), Vec::<i64>::new());
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bad_requests_get_json_errors_and_change_nothing() {
     let database = TestDatabase::with_test_shop();
