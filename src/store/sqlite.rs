@@ -351,41 +351,38 @@ impl Ledger for SqliteLedger<'_> {
         // source type is written into the statement (one of three words of ours, never the
         // caller's text), and the limit and offset are expressions (`?1 + 0`) the planner
         // leaves alone.
-        let offset = i64::try_from(offset).context("page offset out of range")?;
-        let (total, rows) = match filter {
+        let (count_sql, page_sql) = match filter {
             SourceFilter::Only(source_type) => {
                 let word = source_type.as_str();
-                let total: i64 = self
-                    .connection
-                    .prepare_cached(&format!(
+                (
+                    format!(
                         "SELECT n FROM refund_counts WHERE status = 'New' AND source_type = '{word}'"
-                    ))?
-                    .query_row([], |row| row.get(0))?;
-                let mut statement = self.connection.prepare_cached(&format!(
-                    "SELECT {REFUND_COLUMNS} FROM refunds
-                     WHERE status = 'New' AND source_type = '{word}'
-                     ORDER BY id LIMIT ?1 + 0 OFFSET ?2 + 0"
-                ))?;
-                let rows = statement
-                    .query_map(params![limit, offset], refund_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                (total, rows)
+                    ),
+                    format!(
+                        "SELECT {REFUND_COLUMNS} FROM refunds
+                         WHERE status = 'New' AND source_type = '{word}'
+                         ORDER BY id LIMIT ?1 + 0 OFFSET ?2 + 0"
+                    ),
+                )
             }
-            SourceFilter::All => {
-                let total: i64 = self
-                    .connection
-                    .prepare_cached("SELECT sum(n) FROM refund_counts WHERE status = 'New'")?
-                    .query_row([], |row| row.get(0))?;
-                let mut statement = self.connection.prepare_cached(&format!(
+            SourceFilter::All => (
+                "SELECT sum(n) FROM refund_counts WHERE status = 'New'".to_owned(),
+                format!(
                     "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'New'
                      ORDER BY id LIMIT ?1 + 0 OFFSET ?2 + 0"
-                ))?;
-                let rows = statement
-                    .query_map(params![limit, offset], refund_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                (total, rows)
-            }
+                ),
+            ),
         };
+        let total: i64 = self
+            .connection
+            .prepare_cached(&count_sql)?
+            .query_row([], |row| row.get(0))?;
+        let offset = i64::try_from(offset).context("page offset out of range")?;
+        let rows = self
+            .connection
+            .prepare_cached(&page_sql)?
+            .query_map(params![limit, offset], refund_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         let total = u64::try_from(total).context("negative count")?;
         Ok((total, rows))
     }

@@ -65,6 +65,20 @@ fn create_key(database: &std::path::Path, name: &str, scope: &str) -> String {
         .to_owned()
 }
 
+fn revoke_key(database: &std::path::Path, name: &str) {
+    let output = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+        .args(["key", "revoke", "--db"])
+        .arg(database)
+        .arg(name)
+        .output()
+        .expect("run key revoke");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[tokio::test]
 async fn rest_lifecycle_with_a_key_from_key_create() {
     let database = TestDatabase::with_test_shop();
@@ -291,13 +305,7 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
 
     // Revoked keys stop working (at once after a restart; on a running service within the
     // credentials' time to live, tested below).
-    let revoke = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
-        .args(["key", "revoke", "--db"])
-        .arg(&database.path)
-        .arg("reader")
-        .output()
-        .expect("run key revoke");
-    assert!(revoke.status.success());
+    revoke_key(&database.path, "reader");
     let listed = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
         .args(["key", "list", "--db"])
         .arg(&database.path)
@@ -361,13 +369,7 @@ async fn a_key_revoked_on_a_running_service_stops_working_after_the_credentials_
         ..stranger
     };
 
-    let revoke = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
-        .args(["key", "revoke", "--db"])
-        .arg(&database.path)
-        .arg("reader")
-        .output()
-        .expect("run key revoke");
-    assert!(revoke.status.success());
+    revoke_key(&database.path, "reader");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let (status, body) = reader.send("GET", "getPossibleAutoRefunds", params).await;
     assert_eq!(status, 401, "{body}");
