@@ -376,12 +376,12 @@ async fn a_key_revoked_on_a_running_service_stops_working_after_the_credentials_
     server.stop().await;
 }
 
-/// Pages more than 1 000 refunds into the list are read on a blocking thread instead of the
+/// Pages more than 5 000 refunds into the list are read on a blocking thread instead of the
 /// request's own; both give the same rows, in id order, with the kept totals.
 #[tokio::test]
 async fn list_pages_near_and_far_give_the_same_ordering_and_totals() {
     let database = TestDatabase::with_test_shop();
-    const ADDED: i64 = 1_050;
+    const ADDED: i64 = 5_050;
     let first_added = {
         let mut connection = rusqlite::Connection::open(&database.path).expect("open ledger");
         let transaction = connection.transaction().expect("transaction");
@@ -392,11 +392,11 @@ async fn list_pages_near_and_far_give_the_same_ordering_and_totals() {
                 .expect("id");
             let id = transaction.last_insert_rowid();
             first.get_or_insert(id);
-            // 1 JPY manual refunds of order 2005, paid 5000 JPY.
+            // 0.01 PLN manual refunds of order 2001, paid 250.00 PLN.
             transaction
                 .execute(
                     "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_form_id, amount_minor, currency, status, created_at, created_by)
-                     VALUES (?1, 2005, 'order', 2005, 'manual', 2, 1, 'JPY', 'New', 0, 'sql')",
+                     VALUES (?1, 2001, 'order', 2001, 'manual', 2, 1, 'PLN', 'New', 0, 'sql')",
                     [id],
                 )
                 .expect("a New refund");
@@ -424,10 +424,10 @@ async fn list_pages_near_and_far_give_the_same_ordering_and_totals() {
     let total = near["resultsNumberAll"].as_i64().expect("total");
     assert!(total >= ADDED, "{near}");
     let before = total - ADDED; // the test shop's own New refunds, all older than ours
-    // Page 104 starts at row 1 040: past the first 1 000 rows, so it is read as a scan.
-    let far = reader.ok("GET", "retrieveRefundsList", page(104)).await;
+    // Page 504 starts at row 5 040: past the first 5 000 rows, so it is read as a scan.
+    let far = reader.ok("GET", "retrieveRefundsList", page(504)).await;
     assert_eq!(far["resultsNumberAll"].as_i64(), Some(total));
-    let expected: Vec<i64> = (1_040 - before..1_050 - before)
+    let expected: Vec<i64> = (5_040 - before..5_050 - before)
         .filter(|offset| *offset < ADDED)
         .map(|offset| first_added + offset)
         .collect();
