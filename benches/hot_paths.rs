@@ -6,11 +6,10 @@
 //!   the operation's tree).
 //! - `bind/{operation}`: `<Op as Operation>::bind` on the tree the pre-pass made (the
 //!   `params` element), as `soap::handle` does after the pre-pass.
-//! - `write/rest_{answer}`: the REST face's JSON for a getRefundStatus answer and for a
-//!   retrieveRefundsList page of 10 refunds (`JsonOperation::result_json`, then the text, as
-//!   `rest` makes its 200 body). Both answers come from the service below. The SOAP response
-//!   writer (`soap::writer`, `soap::response`) is private to the crate, so SOAP writing is only
-//!   measured inside `end_to_end`.
+//! - `write/{face}_{answer}`: the response for a getRefundStatus answer and for a
+//!   retrieveRefundsList page of 10 refunds: the SOAP 1.1 envelope (`soap::response`) and the
+//!   REST face's JSON (`JsonOperation::result_json`, then the text, as `rest` makes its 200
+//!   body). Both answers come from the service below.
 //! - `service/{step}`: the steps of a SOAP getRefundStatus through the service, each alone:
 //!   `authenticate` of the legacy user, remembered (the credentials checked less than
 //!   `credentials_ttl` ago: no ledger read) and checked (time to live zero: a read of the
@@ -51,7 +50,7 @@ use refunds_gateway::refunds::{
 };
 use refunds_gateway::rest::{self, JsonOperation, RestCall};
 use refunds_gateway::shop::ShopData;
-use refunds_gateway::soap::envelope::{self, Element, XmlLimits};
+use refunds_gateway::soap::envelope::{self, Element, SoapVersion, XmlLimits};
 use refunds_gateway::soap::{self, SoapCall};
 use refunds_gateway::store::{Maintenance, Store};
 
@@ -334,6 +333,26 @@ fn hot_paths(c: &mut Criterion) {
     let status = loaded.status_answer();
     let page = loaded.list_page(&limits);
     let mut group = c.benchmark_group("write");
+    let status_outcome = Ok(status.clone());
+    group.bench_function("soap_getRefundStatus", |b| {
+        b.iter(|| {
+            soap::response::<GetRefundStatusOp>(
+                SoapVersion::V11,
+                black_box(&status_outcome),
+                timezone,
+            )
+        })
+    });
+    let page_outcome = Ok(page.clone());
+    group.bench_function("soap_retrieveRefundsList_10", |b| {
+        b.iter(|| {
+            soap::response::<RetrieveRefundsListOp>(
+                SoapVersion::V11,
+                black_box(&page_outcome),
+                timezone,
+            )
+        })
+    });
     group.bench_function("rest_getRefundStatus", |b| {
         b.iter(|| {
             Value::Object(GetRefundStatusOp::result_json(black_box(&status), timezone)).to_string()

@@ -162,7 +162,7 @@ async fn dispatch<Op: SoapOperation>(
 }
 
 /// The response envelope for an outcome.
-fn response<Op: SoapOperation>(
+pub fn response<Op: SoapOperation>(
     version: SoapVersion,
     outcome: &Result<Op::Response, RefundError>,
     timezone: Tz,
