@@ -12,7 +12,8 @@
 //! answer durable). Writers are serialized, so two requests can never both see the same
 //! refundable balance. Reads use a small pool of read-only connections (WAL mode
 //! lets them run beside the writer) inside a read transaction, so one operation sees one
-//! snapshot.
+//! snapshot: short reads on the caller's thread ([`Store::read`]), long ones on a blocking
+//! thread ([`Store::scan`]).
 
 mod sqlite;
 
