@@ -235,7 +235,7 @@ impl Store {
         self.read_blocking(work)
     }
 
-    /// Runs `work` like [`Store::read`], but on a blocking thread, at most [`MAX_READERS`] at
+    /// Runs `work` like [`Store::read`], but on a blocking thread, at most `MAX_READERS` (8) at
     /// once: for reads that may walk many rows (a page far into the list), which would hold up
     /// every other request on the calling thread.
     pub async fn scan<T, E, F>(&self, work: F) -> Result<T, E>
