@@ -133,8 +133,8 @@ def drain(path, timeout):
     print("%.1f" % (time.perf_counter() - t0))
 
 
-def sqlite_ceiling(path, sync, seconds):
-    """One-row-per-transaction inserts in WAL mode; print rows/s."""
+def sqlite_ceiling(path, sync, seconds, rows_per_transaction=1):
+    """Inserts in WAL mode, rows_per_transaction rows per transaction; print rows/s."""
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
@@ -145,10 +145,11 @@ def sqlite_ceiling(path, sync, seconds):
     n, t0 = 0, time.perf_counter()
     while True:
         db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT INTO t (source_id, value, at) VALUES (?, '1.00', '2026-11-19 10:00:00')", (n,))
+        for _ in range(rows_per_transaction):
+            db.execute("INSERT INTO t (source_id, value, at) VALUES (?, '1.00', '2026-11-19 10:00:00')", (n,))
+            n += 1
         db.execute("COMMIT")
-        n += 1
-        if n % 64 == 0 and time.perf_counter() - t0 >= seconds:
+        if n % 64 < rows_per_transaction and time.perf_counter() - t0 >= seconds:
             break
     print("%.0f" % (n / (time.perf_counter() - t0)))
     db.close()
@@ -169,6 +170,6 @@ if __name__ == "__main__":
     elif cmd == "drain":
         drain(args[0], float(args[1]))
     elif cmd == "sqlite":
-        sqlite_ceiling(args[0], args[1], float(args[2]))
+        sqlite_ceiling(args[0], args[1], float(args[2]), int(args[3]) if len(args) > 3 else 1)
     else:
         sys.exit("unknown command " + cmd)
