@@ -1143,6 +1143,84 @@ mod tests {
         );
     }
 
+    /// A ledger made before the kept counts (schema 4) gets them filled from its refunds, and
+    /// the rewritten triggers go on keeping its totals.
+    #[test]
+    fn the_counts_migration_counts_the_refunds_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut connection = open_writer(&dir.path().join("old.db")).unwrap();
+        for migration in &MIGRATIONS[..4] {
+            connection.execute_batch(migration).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 4).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO orders (id, currency, fulfilled, paid_minor, refunded_minor)
+                 VALUES (1, 'PLN', 0, 0, 0);
+                 INSERT INTO movements (id, kind) VALUES (1, 'payment');
+                 INSERT INTO payments (id, order_id, amount_minor, currency, payment_form_id,
+                     auto_refund, paid_at)
+                 VALUES (1, 1, 100000, 'PLN', 2, 1, 0);",
+            )
+            .unwrap();
+        let statuses = ["New", "Canceled", "Processing", "New", "Completed", "New"];
+        for (index, status) in statuses.iter().enumerate() {
+            let id = 10 + index as i64;
+            connection
+                .execute(
+                    "INSERT INTO movements (id, kind) VALUES (?1, 'refund')",
+                    [id],
+                )
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO refunds (id, order_id, source_type, source_id, method,
+                         payment_id, amount_minor, currency, status, created_at, created_by)
+                     VALUES (?1, 1, 'order', 1, 'automatic', 1, 100, 'PLN', 'New', 0, 'x')",
+                    [id],
+                )
+                .unwrap();
+            if *status != "New" {
+                connection
+                    .execute(
+                        "UPDATE refunds SET status = ?2 WHERE id = ?1",
+                        params![id, status],
+                    )
+                    .unwrap();
+            }
+        }
+
+        migrate(&mut connection).unwrap();
+        let count = |status: &str| -> i64 {
+            connection
+                .query_row(
+                    "SELECT n FROM refund_counts WHERE source_type = 'order' AND status = ?1",
+                    [status],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(
+            ["New", "Processing", "Completed", "Failed", "Canceled"].map(count),
+            [3, 1, 1, 0, 1]
+        );
+        let total = || -> i64 {
+            connection
+                .query_row(
+                    "SELECT refunded_minor FROM orders WHERE id = 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(total(), 500, "five live refunds of 1.00");
+        connection
+            .execute("UPDATE refunds SET status = 'Canceled' WHERE id = 10", [])
+            .unwrap();
+        assert_eq!(total(), 400, "canceling releases the amount");
+        assert_eq!((count("New"), count("Canceled")), (2, 2));
+    }
+
     #[test]
     fn a_batch_commits_its_good_writes_and_undoes_the_others() {
         let dir = tempfile::tempdir().unwrap();
