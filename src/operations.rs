@@ -96,30 +96,48 @@ pub struct CallContext<T> {
 
 /// Authenticates, binds and runs one operation: what every face does with a call. `params` is
 /// an `Err` when the face could not read any parameters (a body that is not JSON, say); the
-/// caller is still authenticated first, so an unauthenticated client learns nothing more.
+/// caller is still authenticated first, so an unauthenticated client learns nothing more. A
+/// fresh error is logged here, for every face: an internal one with its cause (which never
+/// reaches the client), a business one at debug level.
 pub async fn call<Op: Operation, P: Params>(
     service: &RefundService,
     credentials: Option<Credentials>,
     params: Result<&P, RefundError>,
     context: CallContext<Op::Response>,
 ) -> Answer<Op::Response> {
-    let caller = match service
-        .authenticate(credentials, Op::SCOPE, context.origin)
-        .await
-    {
-        Ok(caller) => caller,
-        Err(error) => return Answer::Fresh(Err(error)),
-    };
-    let request = match params.and_then(|params| Op::bind(params)) {
-        Ok(request) => request,
-        Err(error) => return Answer::Fresh(Err(error)),
-    };
-    let claim = context.idempotency_key.map(|key| IdempotencyClaim {
-        key,
-        request_digest: request_digest(caller.channel, context.dialect, Op::NAME, &request),
-        render: context.render,
-    });
-    Op::run(service, &caller, request, claim).await
+    let answer = async {
+        let caller = match service
+            .authenticate(credentials, Op::SCOPE, context.origin)
+            .await
+        {
+            Ok(caller) => caller,
+            Err(error) => return Answer::Fresh(Err(error)),
+        };
+        let request = match params.and_then(|params| Op::bind(params)) {
+            Ok(request) => request,
+            Err(error) => return Answer::Fresh(Err(error)),
+        };
+        let claim = context.idempotency_key.map(|key| IdempotencyClaim {
+            key,
+            request_digest: request_digest(caller.channel, context.dialect, Op::NAME, &request),
+            render: context.render,
+        });
+        Op::run(service, &caller, request, claim).await
+    }
+    .await;
+    if let Answer::Fresh(Err(error)) = &answer {
+        match error {
+            RefundError::Internal(_) => {
+                tracing::error!(
+                    operation = Op::NAME,
+                    error = error.log_text(),
+                    "operation failed"
+                );
+            }
+            other => tracing::debug!(operation = Op::NAME, error = %other, "business error"),
+        }
+    }
+    answer
 }
 
 /// What makes two requests "the same" for an idempotency key: the face, the operation and the

@@ -25,10 +25,7 @@ pub async fn run(
         let jobs = match service.claim_jobs(operators.retry, BATCH).await {
             Ok(jobs) => jobs,
             Err(error) => {
-                tracing::error!(
-                    error = format!("{:#}", anyhow::Error::from(error)),
-                    "outbox: claiming jobs failed"
-                );
+                tracing::error!(error = error.log_text(), "outbox: claiming jobs failed");
                 Vec::new()
             }
         };
@@ -92,7 +89,7 @@ async fn step(service: &RefundService, operators: &Operators, job: RefundJob) {
         Ok(None) => tracing::debug!(refund_id, "outbox: settled meanwhile"),
         Err(error) => tracing::error!(
             refund_id,
-            error = format!("{:#}", anyhow::Error::from(error)),
+            error = error.log_text(),
             "outbox: recording an answer failed"
         ),
     }

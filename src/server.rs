@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome, Served};
 use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
-use crate::refunds::{CallbackOutcome, Policy, RefundService};
+use crate::refunds::{CallbackOutcome, Policy, RefundError, RefundService};
 use crate::rest::{self, JsonReply};
 use crate::soap::envelope::{SoapVersion, XmlLimits};
 use crate::soap::fault::Fault;
@@ -226,10 +226,9 @@ async fn housekeeping(service: RefundService) {
         match service.purge_idempotency_keys().await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired idempotency keys forgotten"),
-            Err(error) => tracing::warn!(
-                error = format!("{:#}", anyhow::Error::from(error)),
-                "purging idempotency keys failed"
-            ),
+            Err(error) => {
+                tracing::warn!(error = error.log_text(), "purging idempotency keys failed")
+            }
         }
     }
 }
@@ -449,17 +448,7 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
                 "text/plain; version=0.0.4; charset=utf-8",
                 app.metrics.render(&counts),
             ),
-            Err(error) => {
-                tracing::error!(
-                    error = format!("{:#}", anyhow::Error::from(error)),
-                    "metrics failed"
-                );
-                plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain; charset=utf-8",
-                    "the ledger does not answer\n".to_owned(),
-                )
-            }
+            Err(error) => ledger_unavailable(&error, "metrics"),
         },
         Route::Ready => match app.service.ready().await {
             Ok(()) => plain(
@@ -467,17 +456,7 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
                 "text/plain; charset=utf-8",
                 "ready\n".to_owned(),
             ),
-            Err(error) => {
-                tracing::error!(
-                    error = format!("{:#}", anyhow::Error::from(error)),
-                    "not ready"
-                );
-                plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain; charset=utf-8",
-                    "not ready: the ledger does not answer\n".to_owned(),
-                )
-            }
+            Err(error) => ledger_unavailable(&error, "readiness"),
         },
         Route::OperatorCallback { operator } => callback_request(app, request, &operator).await,
         Route::Health => plain(
@@ -511,6 +490,20 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
     }
 }
 
+/// 503 for a monitoring route whose ledger read failed; the cause goes to the log.
+fn ledger_unavailable(error: &RefundError, route: &str) -> Reply {
+    tracing::error!(
+        route,
+        error = error.log_text(),
+        "the ledger does not answer"
+    );
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain; charset=utf-8",
+        "the ledger does not answer\n".to_owned(),
+    )
+}
+
 const JSON: &str = "application/json";
 
 async fn rest_request(
@@ -521,23 +514,18 @@ async fn rest_request(
 ) -> Reply {
     let method = request.method().as_str().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
-    let api_key = api_key_of(&request);
-    let idempotency_key = match idempotency_key_of(&request) {
-        Ok(key) => key,
-        Err(message) => return json_reply(JsonReply::error(422, 2, &message)),
-    };
-    let body = match read_body(app, request).await {
-        Ok(body) => body,
+    let parts = match call_parts(app, request).await {
+        Ok(parts) => parts,
         Err(error) => return json_reply(error.json(app)),
     };
     let call = rest::RestCall {
         method: &method,
         operation,
         query: &query,
-        api_key,
-        idempotency_key,
+        api_key: parts.api_key,
+        idempotency_key: parts.idempotency_key,
         request_id,
-        body: &body,
+        body: &parts.body,
     };
     json_reply(rest::handle_rest(&app.service, call).await)
 }
@@ -548,21 +536,16 @@ async fn gate_request(
     operation: &str,
     request_id: Option<String>,
 ) -> Reply {
-    let api_key = api_key_of(&request);
-    let idempotency_key = match idempotency_key_of(&request) {
-        Ok(key) => key,
-        Err(message) => return json_reply(JsonReply::error(422, 2, &message)),
-    };
-    let body = match read_body(app, request).await {
-        Ok(body) => body,
+    let parts = match call_parts(app, request).await {
+        Ok(parts) => parts,
         Err(error) => return json_reply(error.json(app)),
     };
     let call = rest::GateCall {
         operation,
-        api_key,
-        idempotency_key,
+        api_key: parts.api_key,
+        idempotency_key: parts.idempotency_key,
         request_id,
-        body: &body,
+        body: &parts.body,
     };
     json_reply(rest::handle_gate(&app.service, call).await)
 }
@@ -630,10 +613,7 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
         Ok(Some(CallbackOutcome::Ignored)) => answer(200, "ignored: nothing to change"),
         Ok(None) => answer(404, "no such refund for this operator"),
         Err(error) => {
-            tracing::error!(
-                error = format!("{:#}", anyhow::Error::from(error)),
-                "callback failed"
-            );
+            tracing::error!(error = error.log_text(), "callback failed");
             answer(500, "the gateway failed; the cause is in its log")
         }
     }
@@ -642,20 +622,15 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
 async fn soap_request(app: &App, request: Request<Incoming>, request_id: Option<String>) -> Reply {
     let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
     let version = SoapVersion::from_content_type(content_type.as_deref());
-    let api_key = api_key_of(&request);
-    let idempotency_key = match idempotency_key_of(&request) {
-        Ok(key) => key,
-        Err(message) => return soap_reply(SoapReply::fault(&Fault::client(version, message))),
-    };
-    let body = match read_body(app, request).await {
-        Ok(body) => body,
+    let parts = match call_parts(app, request).await {
+        Ok(parts) => parts,
         Err(error) => return soap_reply(SoapReply::fault(&error.fault(app, version))),
     };
     let call = soap::SoapCall {
-        body: &body,
+        body: &parts.body,
         content_type: content_type.as_deref(),
-        api_key: api_key.as_deref(),
-        idempotency_key,
+        api_key: parts.api_key.as_deref(),
+        idempotency_key: parts.idempotency_key,
         request_id,
     };
     let reply = soap::handle(&app.service, call, &app.config.xml_limits).await;
@@ -663,6 +638,48 @@ async fn soap_request(app: &App, request: Request<Incoming>, request_id: Option<
         tracing::Span::current().record("operation", operation);
     }
     soap_reply(reply)
+}
+
+/// What every face takes from a call's request besides its path: the API key, the
+/// idempotency key and the body.
+struct CallParts {
+    api_key: Option<String>,
+    idempotency_key: Option<String>,
+    body: Bytes,
+}
+
+/// Why a request's [`CallParts`] could not be read.
+enum PartsError {
+    /// A malformed `Idempotency-Key` header.
+    IdempotencyKey(String),
+    Body(BodyError),
+}
+
+impl PartsError {
+    fn fault(&self, app: &App, version: SoapVersion) -> Fault {
+        match self {
+            PartsError::IdempotencyKey(message) => Fault::client(version, message.clone()),
+            PartsError::Body(error) => error.fault(app, version),
+        }
+    }
+
+    fn json(&self, app: &App) -> JsonReply {
+        match self {
+            PartsError::IdempotencyKey(message) => JsonReply::error(422, 2, message),
+            PartsError::Body(error) => error.json(app),
+        }
+    }
+}
+
+async fn call_parts(app: &App, request: Request<Incoming>) -> Result<CallParts, PartsError> {
+    let api_key = api_key_of(&request);
+    let idempotency_key = idempotency_key_of(&request).map_err(PartsError::IdempotencyKey)?;
+    let body = read_body(app, request).await.map_err(PartsError::Body)?;
+    Ok(CallParts {
+        api_key,
+        idempotency_key,
+        body,
+    })
 }
 
 enum BodyError {
@@ -699,7 +716,7 @@ impl BodyError {
         }
     }
 
-    fn fault(&self, app: &App, version: soap::envelope::SoapVersion) -> Fault {
+    fn fault(&self, app: &App, version: SoapVersion) -> Fault {
         Fault::client(version, self.message(app)).with_status(self.status())
     }
 

@@ -141,6 +141,14 @@ impl RefundError {
         }
     }
 
+    /// The text for the log: an internal error's whole chain of causes, or the business message.
+    pub fn log_text(&self) -> String {
+        match self {
+            RefundError::Internal(cause) => format!("{cause:#}"),
+            other => other.to_string(),
+        }
+    }
+
     /// The text a client may see. Internal causes stay in the log.
     pub fn public_message(&self) -> String {
         match self {

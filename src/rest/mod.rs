@@ -189,12 +189,7 @@ async fn rest<Op: JsonOperation>(service: &RefundService, request: &RestCall<'_>
         }
     };
     let mut reply = match answer {
-        Answer::Fresh(outcome) => {
-            if let Err(error) = &outcome {
-                log_error(Op::NAME, error);
-            }
-            rest_reply::<Op>(&outcome, timezone)
-        }
+        Answer::Fresh(outcome) => rest_reply::<Op>(&outcome, timezone),
         Answer::Replayed(stored) => JsonReply::replayed(stored),
     };
     reply.operation = Some(Op::NAME);
@@ -269,12 +264,7 @@ async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>
         render: Box::new(move |outcome| gate_reply::<Op>(outcome, timezone).stored()),
     };
     let mut reply = match call::<Op, _>(service, credentials, params, context).await {
-        Answer::Fresh(outcome) => {
-            if let Err(error) = &outcome {
-                log_error(Op::NAME, error);
-            }
-            gate_reply::<Op>(&outcome, timezone)
-        }
+        Answer::Fresh(outcome) => gate_reply::<Op>(&outcome, timezone),
         Answer::Replayed(stored) => JsonReply::replayed(stored),
     };
     reply.operation = Some(Op::NAME);
@@ -305,15 +295,6 @@ fn gate_reply<Op: JsonOperation>(
     JsonReply {
         business_error: outcome.is_err(),
         ..JsonReply::new(200, &Value::Object(body))
-    }
-}
-
-fn log_error(operation: &str, error: &RefundError) {
-    match error {
-        RefundError::Internal(cause) => {
-            tracing::error!(operation, error = format!("{cause:#}"), "operation failed");
-        }
-        other => tracing::debug!(operation, error = %other, "business error"),
     }
 }
 

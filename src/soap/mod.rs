@@ -137,20 +137,7 @@ async fn dispatch<Op: SoapOperation>(
         }),
     };
     match call::<Op, _>(service, credentials, Ok(params), context).await {
-        Answer::Fresh(outcome) => {
-            match &outcome {
-                Err(RefundError::Internal(cause)) => {
-                    tracing::error!(
-                        operation = Op::NAME,
-                        error = format!("{cause:#}"),
-                        "operation failed"
-                    );
-                }
-                Err(error) => tracing::debug!(operation = Op::NAME, %error, "business error"),
-                Ok(_) => {}
-            }
-            response::<Op>(version, &outcome, timezone)
-        }
+        Answer::Fresh(outcome) => response::<Op>(version, &outcome, timezone),
         Answer::Replayed(stored) => SoapReply {
             status: stored.status,
             content_type: version.content_type(),
