@@ -82,10 +82,9 @@ async fn metrics_count_requests_by_face_operation_and_outcome() {
     server.stop().await;
 }
 
-#[test]
-fn json_logs_carry_the_request_and_no_secrets() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let database = dir.path().join("logs.db");
+/// A ledger with the test shop and the test user, made with the command line.
+fn cli_database(dir: &std::path::Path) -> std::path::PathBuf {
+    let database = dir.join("logs.db");
     let import = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
         .args(["import", "--db"])
         .arg(&database)
@@ -104,6 +103,19 @@ fn json_logs_carry_the_request_and_no_secrets() {
         .output()
         .expect("user add");
     assert!(user.status.success());
+    database
+}
+
+/// `serve` as its own process with JSON logs at debug level: the child, its log, the lines
+/// read so far and the address it listens on.
+fn serve_with_json_logs(
+    database: &std::path::Path,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    Vec<String>,
+    String,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
         .args([
             "--log-format",
@@ -113,7 +125,7 @@ fn json_logs_carry_the_request_and_no_secrets() {
             "127.0.0.1:0",
             "--db",
         ])
-        .arg(&database)
+        .arg(database)
         .env("RUST_LOG", "debug")
         .stderr(Stdio::piped())
         .spawn()
@@ -132,7 +144,30 @@ fn json_logs_carry_the_request_and_no_secrets() {
         address = entry["fields"]["address"].as_str().map(str::to_owned);
         lines.push(line);
     }
-    let address = address.expect("address");
+    (child, log, lines, address.expect("address"))
+}
+
+/// Stops the server and returns every log line.
+fn stop_and_read_log(
+    mut child: std::process::Child,
+    log: BufReader<std::process::ChildStderr>,
+    mut lines: Vec<String>,
+) -> Vec<String> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    for line in log.lines() {
+        lines.push(line.expect("log line"));
+    }
+    lines
+}
+
+#[test]
+fn json_logs_carry_the_request_and_no_secrets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = cli_database(dir.path());
+    let (child, log, lines, address) = serve_with_json_logs(&database);
     // The legacy key is valid for today's date only with a real clock: this call fails
     // authentication, which is what a log must record without the key itself.
     let key = test_key();
@@ -141,13 +176,7 @@ fn json_logs_carry_the_request_and_no_secrets() {
         let body = soap11("getRefundStatus", "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:paymentId>1</r:paymentId>");
         post(&client(), &format!("http://{address}/soap/refunds"), &soap11_headers("getRefundStatus"), body).await;
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    for line in log.lines() {
-        lines.push(line.expect("log line"));
-    }
+    let lines = stop_and_read_log(child, log, lines);
     let answered: Vec<Value> = lines
         .iter()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -166,4 +195,59 @@ fn json_logs_carry_the_request_and_no_secrets() {
         "the legacy key never reaches the log"
     );
     assert!(!everything.contains(crate::support::TEST_PASSWORD));
+}
+
+/// An internal failure answers the generic fault with no cause, and the cause goes to the log
+/// once, at error level, with the operation: here the audit table is dropped behind the
+/// running service's back, so the write cannot append its audit entry.
+#[test]
+fn an_internal_failure_is_logged_with_its_cause_and_never_sent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = cli_database(dir.path());
+    let key = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+        .args(["key", "create", "--db"])
+        .arg(&database)
+        .args(["--name", "writer", "--scope", "read,write"])
+        .output()
+        .expect("key create");
+    assert!(key.status.success());
+    let key = String::from_utf8(key.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let (child, log, lines, address) = serve_with_json_logs(&database);
+    rusqlite::Connection::open(&database)
+        .expect("open ledger")
+        .execute_batch("DROP TABLE audit_log")
+        .expect("drop the audit table");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let answer = runtime.block_on(async {
+        let mut headers = soap11_headers("addManualRefund");
+        headers.push(("x-api-key".to_owned(), key));
+        let body = soap11("addManualRefund", "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:refundValue>1.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency><r:refundDetails><r:paymentFormId>2</r:paymentFormId></r:refundDetails>");
+        post(&client(), &format!("http://{address}/soap/refunds"), &headers, body).await
+    });
+    let lines = stop_and_read_log(child, log, lines);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        crate::support::element_text(&answer.body, "faultCode"),
+        Some("4010"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer.body.contains("the cause is in the gateway's log") && !answer.body.contains("audit"),
+        "{}",
+        answer.body
+    );
+    let failures: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["fields"]["message"] == "operation failed")
+        .collect();
+    assert_eq!(failures.len(), 1, "logged once: {lines:?}");
+    assert_eq!(failures[0]["level"], "ERROR");
+    assert_eq!(failures[0]["fields"]["operation"], "addManualRefund");
+    let cause = failures[0]["fields"]["error"].as_str().unwrap_or_default();
+    assert!(cause.contains("audit_log"), "the cause is logged: {cause}");
 }
