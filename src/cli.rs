@@ -65,6 +65,8 @@ enum Command {
         /// Also list finished jobs.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        timezone: TimezoneArg,
     },
     /// The audit trail: verify its hash chain, or show a refund's history.
     Audit {
@@ -98,6 +100,8 @@ enum AuditCommand {
         database: DatabaseArg,
         #[arg(long)]
         refund: i64,
+        #[command(flatten)]
+        timezone: TimezoneArg,
     },
 }
 
@@ -117,6 +121,8 @@ enum KeyCommand {
     List {
         #[command(flatten)]
         database: DatabaseArg,
+        #[command(flatten)]
+        timezone: TimezoneArg,
     },
     /// Revoke the key named NAME.
     Revoke {
@@ -216,7 +222,11 @@ pub fn main() -> ExitCode {
         Command::Key { command } => key(command),
         Command::Audit { command } => audit(command),
         Command::Backup { database, out } => backup(&database.path, &out),
-        Command::Outbox { database, all } => outbox(&database.path, all),
+        Command::Outbox {
+            database,
+            all,
+            timezone,
+        } => outbox(&database.path, all, timezone.timezone),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -339,8 +349,7 @@ fn import(database: &Path, file: &Path, timezone: Tz) -> anyhow::Result<()> {
 }
 
 fn add_user(database: &Path, login: &str, password: &str, scope: &str) -> anyhow::Result<()> {
-    let scopes = Scopes::parse(scope)
-        .with_context(|| format!("--scope '{scope}': use read, write, confirm"))?;
+    let scopes = parse_scopes(scope)?;
     anyhow::ensure!(!login.trim().is_empty(), "the login must not be empty");
     anyhow::ensure!(!password.is_empty(), "the password must not be empty");
     let user = ApiUser {
@@ -353,6 +362,10 @@ fn add_user(database: &Path, login: &str, password: &str, scope: &str) -> anyhow
     Ok(())
 }
 
+fn parse_scopes(scope: &str) -> anyhow::Result<Scopes> {
+    Scopes::parse(scope).with_context(|| format!("--scope '{scope}': use read, write, confirm"))
+}
+
 fn key(command: KeyCommand) -> anyhow::Result<()> {
     match command {
         KeyCommand::Create {
@@ -360,8 +373,7 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
             name,
             scope,
         } => {
-            let scopes = Scopes::parse(&scope)
-                .with_context(|| format!("--scope '{scope}': use read, write, confirm"))?;
+            let scopes = parse_scopes(&scope)?;
             anyhow::ensure!(!name.trim().is_empty(), "the key name must not be empty");
             let key = new_api_key()?;
             Maintenance::open(&database.path)?.create_api_key(
@@ -376,9 +388,9 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
             );
             println!("{key}");
         }
-        KeyCommand::List { database } => {
+        KeyCommand::List { database, timezone } => {
             let keys = Maintenance::open(&database.path)?.api_keys()?;
-            let timezone = chrono_tz::Europe::Warsaw;
+            let timezone = timezone.timezone;
             println!("{:<24} {:<20} {:<20} revoked", "name", "scopes", "created");
             for key in keys {
                 let revoked = key
@@ -404,16 +416,14 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn outbox(database: &Path, include_done: bool) -> anyhow::Result<()> {
+fn outbox(database: &Path, include_done: bool, timezone: Tz) -> anyhow::Result<()> {
     let jobs = Maintenance::open(database)?.jobs(include_done)?;
     println!(
         "{:<10} {:<12} {:<6} {:<8} {:<24} last error",
         "refund", "operator", "state", "attempts", "next attempt"
     );
     for job in &jobs {
-        let next = chrono::DateTime::from_timestamp_millis(job.next_attempt_ms)
-            .map(|at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            .unwrap_or_default();
+        let next = format_local_datetime(job.next_attempt_ms.div_euclid(1000), timezone);
         println!(
             "{:<10} {:<12} {:<6} {:<8} {:<24} {}",
             job.refund_id,
@@ -441,9 +451,13 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 ),
             }
         }
-        AuditCommand::Show { database, refund } => {
+        AuditCommand::Show {
+            database,
+            refund,
+            timezone,
+        } => {
             let entries = Maintenance::open(&database.path)?.audit_entries(Some(refund))?;
-            let timezone = chrono_tz::Europe::Warsaw;
+            let timezone = timezone.timezone;
             for chained in &entries {
                 let entry = &chained.entry;
                 println!(

@@ -234,3 +234,44 @@ fn user_add_creates_a_legacy_user_with_scopes() {
         .expect("run");
     assert!(!bad.status.success());
 }
+
+/// `key list` writes its times in the shop's time zone (`--timezone`), like every other
+/// command.
+#[test]
+fn key_list_writes_times_in_the_given_time_zone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("keys.db");
+    let created = gateway()
+        .args(["key", "create", "--db"])
+        .arg(&database)
+        .args(["--name", "zoned"])
+        .output()
+        .expect("key create");
+    assert!(created.status.success());
+    let created_at = |zone: &str| -> String {
+        let listed = gateway()
+            .args(["key", "list", "--timezone", zone, "--db"])
+            .arg(&database)
+            .output()
+            .expect("key list");
+        assert!(listed.status.success());
+        let text = String::from_utf8(listed.stdout).expect("utf-8");
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("zoned"))
+            .unwrap_or_else(|| panic!("no key line: {text}"))
+            .to_owned();
+        line.split_whitespace()
+            .skip(2)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let parse = |text: &str| {
+        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+            .unwrap_or_else(|_| panic!("a local time: {text}"))
+    };
+    let utc = parse(&created_at("UTC"));
+    let tokyo = parse(&created_at("Asia/Tokyo"));
+    assert_eq!((tokyo - utc).num_hours(), 9, "{utc} / {tokyo}");
+}
