@@ -83,6 +83,15 @@ async fn fifty_parallel_adds_never_exceed_what_was_paid() {
     assert!(new_for_orders >= 25, "the 25 accepted refunds are counted");
 }
 
+/// Asserts that the ledger refused a statement, with `reason` in SQLite's message: a
+/// constraint or trigger, not some other failure.
+fn refused(outcome: rusqlite::Result<usize>, reason: &str, what: &str) {
+    match outcome {
+        Err(error) => assert!(error.to_string().contains(reason), "{what}: {error}"),
+        Ok(_) => panic!("{what}: accepted"),
+    }
+}
+
 #[test]
 fn the_ledger_itself_refuses_an_over_refund() {
     // Bypass the service: the guard triggers and CHECK constraints must still hold.
@@ -97,18 +106,20 @@ fn the_ledger_itself_refuses_an_over_refund() {
          VALUES (?1, 2001, 'order', 2001, 'automatic', 11, 20001, 'PLN', 'New', 0, 'sql')",
         [id],
     );
-    assert!(
-        over.is_err(),
-        "a refund above the payment's 200.00 is refused by the ledger"
+    refused(
+        over,
+        "CHECK constraint failed",
+        "a refund above the payment's 200.00 is refused by the ledger",
     );
     let wrong_currency = connection.execute(
         "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_id, amount_minor, currency, status, created_at, created_by)
          VALUES (?1, 2001, 'order', 2001, 'automatic', 11, 100, 'EUR', 'New', 0, 'sql')",
         [id],
     );
-    assert!(
-        wrong_currency.is_err(),
-        "a refund in another currency than its order is refused"
+    refused(
+        wrong_currency,
+        "refund currency differs from its order",
+        "a refund in another currency than its order is refused",
     );
     let fits = connection.execute(
         "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_id, amount_minor, currency, status, created_at, created_by)
@@ -120,9 +131,13 @@ fn the_ledger_itself_refuses_an_over_refund() {
         "UPDATE refunds SET amount_minor = 20001 WHERE id = ?1",
         [id],
     );
-    assert!(raise.is_err(), "raising it above the payment is refused");
+    refused(
+        raise,
+        "CHECK constraint failed",
+        "raising it above the payment is refused",
+    );
     let delete = connection.execute("DELETE FROM refunds WHERE id = ?1", [id]);
-    assert!(delete.is_err(), "refunds are never deleted");
+    refused(delete, "refunds are never deleted", "deleting a refund");
 
     // The reservation follows the status: live (New, Processing, Completed) holds the amount,
     // Canceled releases it, and a final state never changes again.
@@ -156,9 +171,10 @@ fn the_ledger_itself_refuses_an_over_refund() {
             "UPDATE refunds SET status = ?2, amount_minor = ?3 WHERE id = ?1",
             rusqlite::params![id, status, amount],
         );
-        assert!(
-            change.is_err(),
-            "a Completed refund stays as it is ({status}, {amount})"
+        refused(
+            change,
+            "a refund in a final state does not change",
+            &format!("a Completed refund stays as it is ({status}, {amount})"),
         );
     }
 
@@ -186,5 +202,9 @@ fn the_ledger_itself_refuses_an_over_refund() {
         .expect("cancel");
     assert_eq!(totals(), held, "canceling releases the amount");
     let revive = connection.execute("UPDATE refunds SET status = 'New' WHERE id = ?1", [second]);
-    assert!(revive.is_err(), "a Canceled refund stays canceled");
+    refused(
+        revive,
+        "a refund in a final state does not change",
+        "a Canceled refund stays canceled",
+    );
 }

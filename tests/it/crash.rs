@@ -168,6 +168,10 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
     gateway.kill().expect("SIGKILL");
     gateway.wait().expect("reap");
     let sends_before_kill = operator.count("POST");
+    assert!(
+        sends_before_kill > 0 && (sends_before_kill as i64) < REFUNDS,
+        "the kill must land while refunds are on their way: {sends_before_kill} of {REFUNDS} sent"
+    );
     for confirm in confirms {
         let _ = confirm.await;
     }
@@ -219,6 +223,23 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         REFUNDS,
         "every refund reached the operator"
     );
+    let refunded: std::collections::HashSet<&String> = effective.keys().collect();
+    let confirmed: Vec<String> = ids.iter().map(|(_, id)| id.to_string()).collect();
+    assert_eq!(
+        refunded,
+        confirmed.iter().collect(),
+        "the operator refunded exactly the confirmed refunds"
+    );
+    // The operator makes one refund per idempotency key (as real ones do), so a resend after
+    // the crash is harmless only if every send of a refund carries that refund's id as its key.
+    let received = operator.state.lock().expect("state").received.clone();
+    for send in received.iter().filter(|received| received.method == "POST") {
+        assert_eq!(
+            send.idempotency_key,
+            send.body["refundId"].as_i64().map(|id| id.to_string()),
+            "a send keyed by its refund id"
+        );
+    }
     assert!(
         effective.values().all(|&count| count == 1),
         "no refund was made twice: {effective:?}"

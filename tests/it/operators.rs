@@ -529,7 +529,8 @@ async fn the_sandbox_settles_by_amount_pattern() {
     config.operators.operators.insert(
         "sandbox".to_owned(),
         OperatorConfig::Sandbox {
-            settle_after_ms: 100,
+            // Long enough that the first status read below still sees Processing.
+            settle_after_ms: 1_000,
         },
     );
     let server = TestServer::start_with(config).await;
@@ -559,10 +560,6 @@ async fn the_sandbox_settles_by_amount_pattern() {
     assert_eq!(
         case.settled(declined).await["refundStatus"],
         json!("Failed")
-    );
-    assert!(
-        case.operator.received().is_empty(),
-        "payment system 27 goes to the sandbox by default here"
     );
     case.server.stop().await;
 }
