@@ -495,32 +495,6 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/soap")
 }
 
-/// The request shape of the project, used when a fixture is not there (yet).
-fn fallback(operation: &str) -> String {
-    let params = match operation {
-        "addManualRefund" => {
-            "<r:sourceType>return</r:sourceType><r:sourceId>501</r:sourceId>\
-             <r:refundValue>10.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency>\
-             <r:refundDetails><r:paymentFormId>1</r:paymentFormId>\
-             <r:account>PL61109010140000071219812874</r:account></r:refundDetails>"
-        }
-        "getRefundStatus" => {
-            "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId>\
-             <r:paymentId>22</r:paymentId>"
-        }
-        _ => {
-            "<r:sourceType>all</r:sourceType><r:resultsPage>0</r:resultsPage>\
-              <r:resultsLimit>10</r:resultsLimit>"
-        }
-    };
-    format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<soap:Envelope xmlns:soap=\"{SOAP11}\" \
-         xmlns:r=\"{TARGET}\"><soap:Body><r:{operation}><r:authenticate>\
-         <r:userLogin>tester</r:userLogin><r:authenticateKey>abc</r:authenticateKey>\
-         </r:authenticate><r:params>{params}</r:params></r:{operation}></soap:Body></soap:Envelope>"
-    )
-}
-
 /// `fixtures/soap/{operation}/*.request.xml`, sorted, `success` first.
 fn fixtures(operation: &str) -> Vec<(String, Vec<u8>)> {
     let dir = fixtures_dir().join(operation);
@@ -543,22 +517,11 @@ fn fixtures(operation: &str) -> Vec<(String, Vec<u8>)> {
     found
 }
 
-/// The timed input of `operation`: its `success` fixture, or the built-in envelope.
+/// The timed input of `operation`: its `success` fixture.
 fn timed_input(operation: &str) -> (String, Vec<u8>) {
     let path = fixtures_dir().join(operation).join("success.request.xml");
-    match std::fs::read(&path) {
-        Ok(bytes) => (format!("{operation}/success"), bytes),
-        Err(_) => {
-            println!(
-                "note: {} missing, using the built-in envelope",
-                path.display()
-            );
-            (
-                format!("{operation}/built-in"),
-                fallback(operation).into_bytes(),
-            )
-        }
-    }
+    let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    (format!("{operation}/success"), bytes)
 }
 
 /// `body` with `extra` levels of an unknown element (`ext`, in the same namespace as `params`),

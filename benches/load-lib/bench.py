@@ -72,29 +72,9 @@ def seed(port, apikey, count, out):
         data = r.read()
         if r.status >= 300:
             sys.exit("seeding failed: %s %s" % (r.status, data[:300]))
-        doc = json.loads(data)
-        rid = doc.get("results", {}).get("refundId") if isinstance(doc.get("results"), dict) else None
-        if rid is None:
-            rid = find_key(doc, "refundId") or find_key(doc, "paymentId")
-        pairs.append((i, int(rid)))
+        pairs.append((i, int(json.loads(data)["result"]["refundId"])))
     with open(out, "w") as f:
         f.writelines("%d %d\n" % pair for pair in pairs)
-
-
-def find_key(doc, key):
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            if k == key:
-                return v
-            r = find_key(v, key)
-            if r is not None:
-                return r
-    elif isinstance(doc, list):
-        for v in doc:
-            r = find_key(v, key)
-            if r is not None:
-                return r
-    return None
 
 
 def read_only(path):

@@ -413,7 +413,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self.read_body()
         ex = Exchange(next(proxy.counter), self.command, self.path, self.headers, body)
         soap = self.command == "POST" and (
-            self.path.startswith("/soap/") or "/soap" in self.path
+            "/soap" in self.path
             or "xml" in (self.headers.get("Content-Type") or "").lower()
         )
         if soap:
@@ -448,6 +448,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 except Exception:  # noqa: BLE001 - count it: an unchecked answer is not a pass
                     ex.violations.append("proxy could not check the answer: "
                                          + traceback.format_exc(limit=3))
+        # Recorded before the answer is relayed: the run stops the proxy as soon as the client
+        # exits, and the last exchange must not be lost with it.
+        proxy.record(ex, status, reason, resp_headers, resp_body, (time.monotonic() - started) * 1000)
         # Relay: the status line and headers as the gateway sent them (no Server/Date of ours).
         self.send_response_only(status, reason)
         for key, value in resp_headers:
@@ -461,7 +464,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(resp_body)
         self.wfile.flush()
-        proxy.record(ex, status, reason, resp_headers, resp_body, (time.monotonic() - started) * 1000)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = forward
 
