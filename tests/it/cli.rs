@@ -5,11 +5,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::{client, fixtures_dir, get};
-
-fn gateway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
-}
+use crate::support::{Running, client, fixtures_dir, gateway, get};
 
 /// Every row of the shop's tables, for before/after comparisons.
 fn dump(database: &Path) -> Vec<String> {
@@ -148,14 +144,16 @@ fn an_invalid_entry_rejects_the_whole_file_and_names_it() {
 fn serve_demo_answers_the_wsdl_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let database = dir.path().join("demo.db");
-    let mut child = gateway()
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--db"])
-        .arg(&database)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serve");
-    let mut log = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut child = Running(
+        gateway()
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&database)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve"),
+    );
+    let mut log = BufReader::new(child.0.stderr.take().expect("stderr"));
     let mut address = None;
     let mut lines = Vec::new();
     for _ in 0..20 {
@@ -185,13 +183,13 @@ fn serve_demo_answers_the_wsdl_and_stops_on_sigterm() {
         wsdl.body
             .contains(&format!("location=\"http://{address}/soap/refunds\""))
     );
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let status = child.wait().expect("wait");
+    let status = child.0.wait().expect("wait");
     assert!(
         status.success(),
         "graceful shutdown exits 0, got {status:?}"

@@ -7,24 +7,19 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::operators::{Reply, SECRET, Script, TestOperator};
-use crate::support::{client, rest_request};
+use crate::support::{client, gateway, rest_request};
 
 const REFUNDS: i64 = 200;
 
-fn binary() -> String {
-    std::env::var("REFUNDS_GATEWAY_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_refunds-gateway").to_owned())
-}
-
 /// Starts `serve` on a free port; returns the process and its address.
 fn serve(database: &Path, operators: &Path) -> (Child, String) {
-    let mut child = Command::new(binary())
+    let mut child = gateway()
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(database)
         .arg("--operators")
@@ -54,7 +49,7 @@ fn serve(database: &Path, operators: &Path) -> (Child, String) {
 }
 
 fn run(args: &[&str], database: &Path) -> String {
-    let output = Command::new(binary())
+    let output = gateway()
         .args(args)
         .arg("--db")
         .arg(database)
@@ -251,7 +246,7 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         effective.len()
     );
 
-    let pending = Command::new(binary())
+    let pending = crate::support::gateway()
         .args(["outbox", "--db"])
         .arg(&database)
         .output()

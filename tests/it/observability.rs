@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::support::{
-    TEST_API_KEY, TestDatabase, TestServer, client, get, post, soap11, soap11_headers, test_key,
+    Running, TEST_API_KEY, TestDatabase, TestServer, client, gateway, get, post, soap11,
+    soap11_headers, test_key,
 };
 
 #[tokio::test]
@@ -85,14 +86,14 @@ async fn metrics_count_requests_by_face_operation_and_outcome() {
 /// A ledger with the test shop and the test user, made with the command line.
 fn cli_database(dir: &std::path::Path) -> std::path::PathBuf {
     let database = dir.join("logs.db");
-    let import = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+    let import = gateway()
         .args(["import", "--db"])
         .arg(&database)
         .arg(crate::support::fixtures_dir().join("test-shop.json"))
         .output()
         .expect("import");
     assert!(import.status.success());
-    let user = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+    let user = gateway()
         .args(["user", "add", "--db"])
         .arg(&database)
         .args([
@@ -111,12 +112,12 @@ fn cli_database(dir: &std::path::Path) -> std::path::PathBuf {
 fn serve_with_json_logs(
     database: &std::path::Path,
 ) -> (
-    std::process::Child,
+    Running,
     BufReader<std::process::ChildStderr>,
     Vec<String>,
     String,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+    let mut child = gateway()
         .args([
             "--log-format",
             "json",
@@ -144,19 +145,19 @@ fn serve_with_json_logs(
         address = entry["fields"]["address"].as_str().map(str::to_owned);
         lines.push(line);
     }
-    (child, log, lines, address.expect("address"))
+    (Running(child), log, lines, address.expect("address"))
 }
 
 /// Stops the server and returns every log line.
 fn stop_and_read_log(
-    mut child: std::process::Child,
+    mut server: Running,
     log: BufReader<std::process::ChildStderr>,
     mut lines: Vec<String>,
 ) -> Vec<String> {
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status();
-    let _ = child.wait();
+    let _ = server.0.wait();
     for line in log.lines() {
         lines.push(line.expect("log line"));
     }
@@ -204,7 +205,7 @@ fn json_logs_carry_the_request_and_no_secrets() {
 fn an_internal_failure_is_logged_with_its_cause_and_never_sent() {
     let dir = tempfile::tempdir().expect("temp dir");
     let database = cli_database(dir.path());
-    let key = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+    let key = gateway()
         .args(["key", "create", "--db"])
         .arg(&database)
         .args(["--name", "writer", "--scope", "read,write"])

@@ -2,13 +2,11 @@
 //! `key create`, the same lifecycle through the JSON gate with legacy credentials, keys and
 //! scopes, and bad requests that must change nothing.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::support::{
-    Answer, TEST_API_KEY, TEST_LOGIN, TEST_READ_KEY, TestDatabase, TestServer, client, post,
-    rest_request, test_key,
+    Answer, TEST_API_KEY, TEST_LOGIN, TEST_READ_KEY, TestDatabase, TestServer, client, gateway,
+    post, rest_request, test_key,
 };
 
 struct Rest {
@@ -48,7 +46,7 @@ impl Rest {
 }
 
 fn create_key(database: &std::path::Path, name: &str, scope: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+    let output = gateway()
         .args(["key", "create", "--db"])
         .arg(database)
         .args(["--name", name, "--scope", scope])
@@ -66,7 +64,7 @@ fn create_key(database: &std::path::Path, name: &str, scope: &str) -> String {
 }
 
 fn revoke_key(database: &std::path::Path, name: &str) {
-    let output = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+    let output = gateway()
         .args(["key", "revoke", "--db"])
         .arg(database)
         .arg(name)
@@ -306,7 +304,7 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
     // Revoked keys stop working (at once after a restart; on a running service within the
     // credentials' time to live, tested below).
     revoke_key(&database.path, "reader");
-    let listed = Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
+    let listed = gateway()
         .args(["key", "list", "--db"])
         .arg(&database.path)
         .output()

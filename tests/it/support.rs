@@ -9,6 +9,26 @@ use refunds_gateway::shop::ShopData;
 use refunds_gateway::store::Maintenance;
 use refunds_gateway::{Config, run};
 
+/// The gateway's command line: the binary cargo built for these tests, or the one
+/// `REFUNDS_GATEWAY_BIN` names (to run the process-level tests against a release build).
+pub fn gateway() -> std::process::Command {
+    std::process::Command::new(
+        std::env::var("REFUNDS_GATEWAY_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_refunds-gateway").to_owned()),
+    )
+}
+
+/// A child process killed (and reaped) when dropped, so that a failing test does not leave a
+/// server running.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Where the repository's fixtures live.
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")

@@ -1,17 +1,12 @@
 //! Trust: idempotent writes on every face, the audit chain (and a tampered one), maker-checker,
 //! readiness, and an online backup that restores with its chain intact.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::support::{
-    TEST_API_KEY, TEST_LOGIN, TestDatabase, TestServer, client, fixed_now, rest_request, test_key,
+    TEST_API_KEY, TEST_LOGIN, TestDatabase, TestServer, client, fixed_now, gateway, rest_request,
+    test_key,
 };
-
-fn gateway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_refunds-gateway"))
-}
 
 struct Sent {
     status: u16,
