@@ -523,7 +523,7 @@ async fn an_unknown_operation_is_answered_with_a_soap_fault() {
 #[tokio::test]
 async fn public_url_sets_the_wsdl_address() {
     let database = TestDatabase::with_test_shop();
-    let mut config = refunds_gateway::Config::new(database.path.clone());
+    let mut config = crate::support::test_config(&database.path);
     config.public_url = Some("https://shop.example/refunds-gateway/".to_owned());
     let server = TestServer::start_with(config).await;
     let wsdl = get(&client(), &format!("{}/soap/refunds?WSDL", server.base)).await;

@@ -118,17 +118,6 @@ async fn unknown_paths_and_wrong_methods_get_plain_errors_not_html() {
     server.stop().await;
 }
 
-fn config_with(
-    database: &std::path::Path,
-    change: impl FnOnce(&mut refunds_gateway::Config),
-) -> refunds_gateway::Config {
-    let mut config = refunds_gateway::Config::new(database.to_owned());
-    config.clock = refunds_gateway::clock::Clock::Fixed(crate::support::fixed_now());
-    config.run_outbox = false;
-    change(&mut config);
-    config
-}
-
 /// Sends `head` (and nothing more) and returns what the server answers before it closes the
 /// connection; panics if the server keeps it open for 10 s.
 fn trickle(address: String, head: &'static str) -> String {
@@ -147,11 +136,10 @@ fn trickle(address: String, head: &'static str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_and_idle_connections_do_not_starve_others() {
     let database = TestDatabase::with_test_shop();
-    let config = config_with(&database.path, |config| {
-        config.header_read_timeout = Duration::from_millis(300);
-        config.body_read_timeout = Duration::from_millis(300);
-        config.max_connections = 64;
-    });
+    let mut config = crate::support::test_config(&database.path);
+    config.header_read_timeout = Duration::from_millis(300);
+    config.body_read_timeout = Duration::from_millis(300);
+    config.max_connections = 64;
     let server = TestServer::start_with(config).await;
     let address = server.base.trim_start_matches("http://").to_owned();
 
@@ -271,9 +259,8 @@ async fn hostile_bodies_are_refused_and_text_is_stored_verbatim() {
 #[tokio::test]
 async fn a_panic_in_a_handler_becomes_a_fault_not_a_dropped_connection() {
     let database = TestDatabase::with_test_shop();
-    let config = config_with(&database.path, |config| {
-        config.panic_on_path = Some("/soap/refunds".to_owned())
-    });
+    let mut config = crate::support::test_config(&database.path);
+    config.panic_on_path = Some("/soap/refunds".to_owned());
     let server = TestServer::start_with(config).await;
     let answer = post(
         &client(),

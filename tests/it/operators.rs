@@ -231,8 +231,8 @@ impl Case {
     async fn start(script: Script, poll_after_ms: i64) -> Case {
         let operator = TestOperator::start(script).await;
         let database = TestDatabase::with_test_shop();
-        let mut config = refunds_gateway::Config::new(database.path.clone());
-        config.clock = refunds_gateway::clock::Clock::Fixed(crate::support::fixed_now());
+        let mut config = crate::support::test_config(&database.path);
+        config.run_outbox = true;
         config.operators = operators_config(&operator.url, poll_after_ms);
         let server = TestServer::start_with(config).await;
         Case {

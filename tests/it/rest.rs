@@ -343,8 +343,7 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
 #[tokio::test]
 async fn a_key_revoked_on_a_running_service_stops_working_after_the_credentials_ttl() {
     let database = TestDatabase::with_test_shop();
-    let mut config = refunds_gateway::Config::new(database.path.clone());
-    config.run_outbox = false;
+    let mut config = crate::support::test_config(&database.path);
     config.credentials_ttl = std::time::Duration::from_millis(300);
     let server = TestServer::start_with(config).await;
     let reader = Rest {

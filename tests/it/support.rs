@@ -29,6 +29,36 @@ impl Drop for Running {
     }
 }
 
+/// The ledger's derived state agrees with its refunds: every payment's and order's running
+/// total equals its live refunds (and an order's stays within what was paid), and the kept
+/// counts by source type and status equal the refunds.
+pub fn assert_ledger_consistent(database: &Path) {
+    let ledger = rusqlite::Connection::open(database).expect("open ledger");
+    let count = |sql: &str| -> i64 { ledger.query_row(sql, [], |row| row.get(0)).expect(sql) };
+    const LIVE: &str = "r.status IN ('New', 'Processing', 'Completed')";
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM payments p WHERE p.refunded_minor <> (SELECT coalesce(sum(amount_minor), 0) FROM refunds r WHERE r.payment_id = p.id AND {LIVE})"
+        )),
+        0,
+        "every payment's running total equals its live refunds"
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM orders o WHERE o.refunded_minor <> (SELECT coalesce(sum(amount_minor), 0) FROM refunds r WHERE r.order_id = o.id AND {LIVE}) OR o.refunded_minor > o.paid_minor"
+        )),
+        0,
+        "every order's running total equals its live refunds and stays within what was paid"
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM refund_counts c WHERE c.n <> (SELECT count(*) FROM refunds r WHERE r.source_type = c.source_type AND r.status = c.status)"
+        ),
+        0,
+        "the kept counts by source type and status equal the refunds"
+    );
+}
+
 /// Where the repository's fixtures live.
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -113,14 +143,19 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The configuration tests start from: the clock fixed at `fixed_now()` and no outbox worker
+/// (so that `Processing` refunds stay as the fixtures recorded them).
+pub fn test_config(database: &Path) -> Config {
+    let mut config = Config::new(database.to_owned());
+    config.clock = Clock::Fixed(fixed_now());
+    config.run_outbox = false;
+    config
+}
+
 impl TestServer {
-    /// Starts the server on `127.0.0.1:0` over `database`, with the clock fixed at `fixed_now()`
-    /// and no outbox worker (so that `Processing` refunds stay as the fixtures recorded them).
+    /// Starts the server on `127.0.0.1:0` over `database`, with [`test_config`].
     pub async fn start(database: &Path) -> TestServer {
-        let mut config = Config::new(database.to_owned());
-        config.clock = Clock::Fixed(fixed_now());
-        config.run_outbox = false;
-        TestServer::start_with(config).await
+        TestServer::start_with(test_config(database)).await
     }
 
     pub async fn start_with(config: Config) -> TestServer {

@@ -332,9 +332,7 @@ async fn every_change_is_in_the_audit_chain_and_tampering_is_found() {
 #[tokio::test]
 async fn maker_checker_needs_a_second_approver() {
     let database = TestDatabase::with_test_shop();
-    let mut config = refunds_gateway::Config::new(database.path.clone());
-    config.clock = refunds_gateway::clock::Clock::Fixed(fixed_now());
-    config.run_outbox = false;
+    let mut config = crate::support::test_config(&database.path);
     config.require_second_approver = true;
     let server = TestServer::start_with(config).await;
     let http = client();
