@@ -231,6 +231,20 @@ fn user_add_creates_a_legacy_user_with_scopes() {
         .output()
         .expect("run");
     assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--scope 'admin'"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let saved: i64 = rusqlite::Connection::open(&database)
+        .expect("open")
+        .query_row(
+            "SELECT count(*) FROM api_users WHERE login = 'x'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(saved, 0, "a refused user is not saved");
 }
 
 /// `key list` writes its times in the shop's time zone (`--timezone`), like every other

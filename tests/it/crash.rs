@@ -251,6 +251,7 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         .arg(&database)
         .output()
         .expect("outbox");
+    assert!(pending.status.success());
     assert_eq!(
         String::from_utf8_lossy(&pending.stderr).trim(),
         "0 job(s)",

@@ -93,6 +93,11 @@ async fn unknown_paths_and_wrong_methods_get_plain_errors_not_html() {
         .await
         .expect("send");
     assert_eq!(missing.status().as_u16(), 404);
+    let body = missing.text().await.expect("body");
+    assert!(
+        body.contains("POST /soap/refunds") && !body.contains("<html"),
+        "{body}"
+    );
     let put = http
         .put(format!("{}/soap/refunds", server.base))
         .send()
@@ -114,6 +119,13 @@ async fn unknown_paths_and_wrong_methods_get_plain_errors_not_html() {
         .await
         .expect("send");
     assert_eq!(gate_get.status().as_u16(), 405);
+    assert_eq!(
+        gate_get
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("POST")
+    );
     still_answers(&server).await;
     server.stop().await;
 }

@@ -195,7 +195,14 @@ fn json_logs_carry_the_request_and_no_secrets() {
         !everything.contains(&key),
         "the legacy key never reaches the log"
     );
-    assert!(!everything.contains(crate::support::TEST_PASSWORD));
+    // What the client sent that is secret: the legacy key (above). The password never
+    // travels; what the ledger keeps of it must not reach the log either.
+    assert!(
+        !everything.contains(&refunds_gateway::refunds::password_sha1_hex(
+            crate::support::TEST_PASSWORD
+        )),
+        "sha1(password) never reaches the log"
+    );
 }
 
 /// An internal failure answers the generic fault with no cause, and the cause goes to the log
@@ -212,7 +219,7 @@ fn an_internal_failure_is_logged_with_its_cause_and_never_sent() {
         .output()
         .expect("key create");
     assert!(key.status.success());
-    let key = String::from_utf8(key.stdout)
+    let api_key = String::from_utf8(key.stdout)
         .expect("utf-8")
         .trim()
         .to_owned();
@@ -224,7 +231,7 @@ fn an_internal_failure_is_logged_with_its_cause_and_never_sent() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let answer = runtime.block_on(async {
         let mut headers = soap11_headers("addManualRefund");
-        headers.push(("x-api-key".to_owned(), key));
+        headers.push(("x-api-key".to_owned(), api_key.clone()));
         let body = soap11("addManualRefund", "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:refundValue>1.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency><r:refundDetails><r:paymentFormId>2</r:paymentFormId></r:refundDetails>");
         post(&client(), &format!("http://{address}/soap/refunds"), &headers, body).await
     });
@@ -251,4 +258,8 @@ fn an_internal_failure_is_logged_with_its_cause_and_never_sent() {
     assert_eq!(failures[0]["fields"]["operation"], "addManualRefund");
     let cause = failures[0]["fields"]["error"].as_str().unwrap_or_default();
     assert!(cause.contains("audit_log"), "the cause is logged: {cause}");
+    assert!(
+        !lines.join("\n").contains(&api_key),
+        "the API key sent in X-API-KEY never reaches the log"
+    );
 }

@@ -224,7 +224,7 @@ struct Case {
     server: TestServer,
     operator: TestOperator,
     http: reqwest::Client,
-    _database: TestDatabase,
+    database: TestDatabase,
 }
 
 impl Case {
@@ -239,7 +239,7 @@ impl Case {
             server,
             operator,
             http: client(),
-            _database: database,
+            database,
         }
     }
 
@@ -401,13 +401,25 @@ async fn accepted_then_callback_and_callbacks_that_change_nothing() {
     )
     .await;
     let id = case.confirm("40.00").await;
-    for _ in 0..100 {
-        if case.operator.count("POST") == 1 {
+    // The worker sends once and records the 202: the job waits to ask for the status later.
+    let job_state = || -> String {
+        rusqlite::Connection::open(&case.database.path)
+            .expect("open ledger")
+            .query_row(
+                "SELECT state FROM outbox WHERE refund_id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .expect("the refund's job")
+    };
+    for _ in 0..250 {
+        if job_state() == "query" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(job_state(), "query", "the accepted send was recorded");
+    assert_eq!(case.operator.count("POST"), 1);
     assert_eq!(case.status(id).await["refundStatus"], json!("Processing"));
 
     // A bad signature is refused and changes nothing.
@@ -538,7 +550,7 @@ async fn the_sandbox_settles_by_amount_pattern() {
         server,
         operator: TestOperator::start(Script::default()).await,
         http: client(),
-        _database: database,
+        database,
     };
     let completed = case.confirm("40.00").await;
     let declined = case.confirm("10.13").await;

@@ -222,10 +222,20 @@ async fn soap_and_the_json_gate_honour_idempotency_keys_too() {
             .send()
             .await
             .expect("send");
-        answers.push(response.text().await.expect("body"));
+        let replayed = response.headers().contains_key("idempotency-replayed");
+        answers.push((replayed, response.text().await.expect("body")));
     }
+    assert!(answers[0].1.contains(r#""faultCode":0"#), "{answers:?}");
+    assert_eq!(
+        answers
+            .iter()
+            .map(|(replayed, _)| *replayed)
+            .collect::<Vec<_>>(),
+        [false, true, true],
+        "the retries are replays"
+    );
     assert!(
-        answers.iter().all(|answer| answer == &answers[0]),
+        answers.iter().all(|(_, answer)| answer == &answers[0].1),
         "{answers:?}"
     );
     assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), 2);
