@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use chrono_tz::Tz;
 use futures_util::FutureExt as _;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -725,8 +725,15 @@ impl BodyError {
     }
 }
 
+/// How much of an over-cap body is read and thrown away after its 413 is sent, and for how
+/// long: a client that writes its whole body before it reads (most do) then gets the 413
+/// instead of a connection reset in the middle of its write. Larger bodies are not waited for.
+const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 /// Reads the body, refusing it before reading when Content-Length is over the cap, and after
-/// at most the cap when it is not declared.
+/// at most the cap when it is not declared. The rest of a refused body is drained in the
+/// background (see [`DRAIN_BYTES`]).
 async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyError> {
     let encoded = header(&request, "content-encoding")
         .is_some_and(|encoding| !encoding.trim().eq_ignore_ascii_case("identity"));
@@ -736,18 +743,51 @@ async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyE
     let cap = app.config.max_body_bytes;
     let declared = header(&request, CONTENT_LENGTH.as_str())
         .and_then(|value| value.trim().parse::<u64>().ok());
+    let mut body = request.into_body();
     if declared.is_some_and(|length| length > cap as u64) {
+        if declared.is_some_and(|length| length <= DRAIN_BYTES) {
+            tokio::spawn(drain(body));
+        }
         return Err(BodyError::TooLarge);
     }
-    let limited = Limited::new(request.into_body(), cap);
-    match tokio::time::timeout(app.config.body_read_timeout, limited.collect()).await {
+    let read = async {
+        let mut collected = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| BodyError::Broken)?;
+            if let Ok(data) = frame.into_data() {
+                if collected.len() + data.len() > cap {
+                    return Err(BodyError::TooLarge);
+                }
+                collected.extend_from_slice(&data);
+            }
+        }
+        Ok(Bytes::from(collected))
+    };
+    match tokio::time::timeout(app.config.body_read_timeout, read).await {
         Err(_) => Err(BodyError::Timeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+        Ok(Err(BodyError::TooLarge)) => {
+            tokio::spawn(drain(body));
             Err(BodyError::TooLarge)
         }
-        Ok(Err(_)) => Err(BodyError::Broken),
+        Ok(outcome) => outcome,
     }
+}
+
+/// Reads and discards what is left of a refused body, up to [`DRAIN_BYTES`] or
+/// [`DRAIN_TIME`], while its answer goes out; the connection closes when the body is dropped.
+async fn drain(mut body: Incoming) {
+    let discard = async {
+        let mut drained: u64 = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                drained += data.len() as u64;
+                if drained > DRAIN_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// The `Idempotency-Key` header: printable ASCII, at most 255 bytes.

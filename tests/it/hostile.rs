@@ -52,6 +52,37 @@ async fn a_declared_oversize_body_is_refused_before_it_is_read() {
     server.stop().await;
 }
 
+/// A client that writes all of a (declared) oversize body before reading, as most HTTP clients
+/// do, still gets its 413: the server drains the refused body instead of resetting the
+/// connection under the client's write.
+#[tokio::test]
+async fn a_client_that_writes_its_whole_oversize_body_first_gets_the_413() {
+    let database = TestDatabase::with_test_shop();
+    let server = TestServer::start(&database.path).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let body = vec![b' '; 8 * 1024 * 1024];
+        let head = format!(
+            "POST /soap/refunds HTTP/1.1\r\nHost: test\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("send head");
+        stream.write_all(&body).expect("the whole body is taken");
+        let mut buffer = vec![0; 4096];
+        let read = stream.read(&mut buffer).expect("an answer");
+        String::from_utf8_lossy(&buffer[..read]).into_owned()
+    })
+    .await
+    .expect("client thread");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    still_answers(&server).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_streamed_oversize_body_is_cut_at_the_cap() {
     let database = TestDatabase::with_test_shop();

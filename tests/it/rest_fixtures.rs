@@ -44,9 +44,6 @@ use crate::support::{TEST_API_KEY, TestDatabase, TestServer, check_golden, clien
 /// The folder of REST-only cases (no SOAP twin).
 const REST_ONLY: &str = "_rest";
 
-/// Bodies over this many bytes are sent after their headers (see `send`).
-const HEADERS_FIRST_OVER: usize = 64 * 1024;
-
 /// Cases run at once, each on its own server and database copy.
 const PARALLEL_CASES: usize = 4;
 
@@ -334,21 +331,9 @@ async fn send(http: &reqwest::Client, base: &str, request: Request) -> Result<Re
         builder = builder.header(name, value);
     }
     if let Some(body) = request.body {
-        builder = if body.len() > HEADERS_FIRST_OVER {
-            // A big body follows its headers only after a pause, so that a server that refuses
-            // it by its Content-Length answers (and closes) before the body is on the wire;
-            // sent at once, the client's write races the close and may lose the answer.
-            let length = body.len();
-            let delayed = futures_util::stream::once(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                Ok::<_, std::io::Error>(body)
-            });
-            builder
-                .header("content-length", length)
-                .body(reqwest::Body::wrap_stream(delayed))
-        } else {
-            builder.body(body)
-        };
+        // Sent whole, even when over the cap: the server drains a refused body it was told the
+        // length of, so a client that writes before it reads still gets its 413.
+        builder = builder.body(body);
     }
     let response = builder
         .send()
