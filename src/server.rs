@@ -751,7 +751,7 @@ async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyE
         return Err(BodyError::TooLarge);
     }
     let read = async {
-        let mut collected = Vec::new();
+        let mut collected = Vec::with_capacity(declared.map_or(0, |length| length as usize));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| BodyError::Broken)?;
             if let Ok(data) = frame.into_data() {
