@@ -12,16 +12,17 @@ use prometheus_client::registry::Registry;
 
 use crate::refunds::types::LedgerCounts;
 
+// Static strings: every request looks its counters up, so the labels must not allocate.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    face: String,
-    operation: String,
-    outcome: String,
+    face: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FaceLabels {
-    face: String,
+    face: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,15 +113,13 @@ impl Metrics {
 
     pub fn observe(&self, served: Served, elapsed: Duration) {
         let labels = RequestLabels {
-            face: served.face.to_owned(),
-            operation: served.operation.unwrap_or("-").to_owned(),
-            outcome: served.outcome.as_str().to_owned(),
+            face: served.face,
+            operation: served.operation.unwrap_or("-"),
+            outcome: served.outcome.as_str(),
         };
         self.requests.get_or_create(&labels).inc();
         self.latency
-            .get_or_create(&FaceLabels {
-                face: served.face.to_owned(),
-            })
+            .get_or_create(&FaceLabels { face: served.face })
             .observe(elapsed.as_secs_f64());
     }
 
