@@ -398,11 +398,7 @@ public class RefundsInterop {
             Holder<RefundIdResult> res = new Holder<>();
             p.addAutomaticRefundForOrder(a, in, err, res);
             errors(pr, err, 0);
-            if (res.value == null) pr.add("result missing (null), want refundId 20");
-            else {
-                rawEq(pr, "20", "result", "refundId");
-                eq(pr, "result.refundId", 20L, res.value.getRefundId());
-            }
+            refundIdIs(pr, res, 20);
         });
 
         step("03 addManualRefund(return 601, 10.00 PLN, paymentFormId 2)", pr -> {
@@ -419,11 +415,7 @@ public class RefundsInterop {
             Holder<RefundIdResult> res = new Holder<>();
             p.addManualRefund(a, in, err, res);
             errors(pr, err, 0);
-            if (res.value == null) pr.add("result missing (null), want refundId 21");
-            else {
-                rawEq(pr, "21", "result", "refundId");
-                eq(pr, "result.refundId", 21L, res.value.getRefundId());
-            }
+            refundIdIs(pr, res, 21);
         });
 
         step("04 addAutomaticRefund(return 603)", pr -> {
@@ -434,11 +426,7 @@ public class RefundsInterop {
             Holder<RefundIdResult> res = new Holder<>();
             p.addAutomaticRefund(a, in, err, res);
             errors(pr, err, 0);
-            if (res.value == null) pr.add("result missing (null), want refundId 22");
-            else {
-                rawEq(pr, "22", "result", "refundId");
-                eq(pr, "result.refundId", 22L, res.value.getRefundId());
-            }
+            refundIdIs(pr, res, 22);
         });
 
         step("05 updateRefund(order 2001, 20, 45.50 PLN)", pr -> {
@@ -459,25 +447,7 @@ public class RefundsInterop {
             }
         });
 
-        step("06 getRefundStatus(order 2001, 20) = New 45.50", pr -> {
-            Holder<Errors> err = new Holder<>();
-            Holder<RefundStatusResult> res = new Holder<>();
-            p.getRefundStatus(a, refund("order", 2001, "20"), err, res);
-            errors(pr, err, 0);
-            RefundStatusResult r = res.value;
-            if (r == null) {
-                pr.add("result missing (null)");
-                return;
-            }
-            eq(pr, "result.refundStatus", "New", r.getRefundStatus());
-            money(pr, "result.refundValue", "45.50", r.getRefundValue());
-            eq(pr, "result.refundCurrency", "PLN", r.getRefundCurrency());
-            if (r.getRefundDateAdd() == null) pr.add("result.refundDateAdd missing (null)");
-            else if (!r.getRefundDateAdd().matches("\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}"))
-                pr.add("result.refundDateAdd \"" + r.getRefundDateAdd() + "\" is not YYYY-MM-DD HH:MM:SS");
-            eq(pr, "result.refundDateConfirm", "", r.getRefundDateConfirm());
-            eq(pr, "result.refundExternalId", "", r.getRefundExternalId());
-        });
+        step("06 getRefundStatus(order 2001, 20) = New 45.50", pr -> status(p, a, pr, "New", false));
 
         step("07 confirmRefund(order 2001, 20)", pr -> {
             Holder<Errors> err = new Holder<>();
@@ -491,24 +461,7 @@ public class RefundsInterop {
             }
         });
 
-        step("08 getRefundStatus(order 2001, 20) = Processing", pr -> {
-            Holder<Errors> err = new Holder<>();
-            Holder<RefundStatusResult> res = new Holder<>();
-            p.getRefundStatus(a, refund("order", 2001, "20"), err, res);
-            errors(pr, err, 0);
-            RefundStatusResult r = res.value;
-            if (r == null) {
-                pr.add("result missing (null)");
-                return;
-            }
-            eq(pr, "result.refundStatus", "Processing", r.getRefundStatus());
-            money(pr, "result.refundValue", "45.50", r.getRefundValue());
-            eq(pr, "result.refundCurrency", "PLN", r.getRefundCurrency());
-            if (r.getRefundDateConfirm() == null) pr.add("result.refundDateConfirm missing (null)");
-            else if (r.getRefundDateConfirm().isEmpty()) pr.add("result.refundDateConfirm is empty");
-            else if (!r.getRefundDateConfirm().matches("\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}"))
-                pr.add("result.refundDateConfirm \"" + r.getRefundDateConfirm() + "\" is not YYYY-MM-DD HH:MM:SS");
-        });
+        step("08 getRefundStatus(order 2001, 20) = Processing", pr -> status(p, a, pr, "Processing", true));
 
         step("09 cancelRefund(return 601, 21)", pr -> {
             Holder<Errors> err = new Holder<>();
@@ -583,6 +536,46 @@ public class RefundsInterop {
         r.setSourceId(id);
         r.setPaymentId(paymentId);
         return r;
+    }
+
+    /** A RefundIdResult holding the wanted refundId (checked in the raw response too). */
+    static void refundIdIs(List<String> pr, Holder<RefundIdResult> res, long want) {
+        if (res.value == null) pr.add("result missing (null), want refundId " + want);
+        else {
+            rawEq(pr, String.valueOf(want), "result", "refundId");
+            eq(pr, "result.refundId", want, res.value.getRefundId());
+        }
+    }
+
+    static final String DATE = "\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}";
+
+    /**
+     * getRefundStatus(order 2001, 20): the wanted status, 45.50 PLN, a dated refundDateAdd, and either an
+     * empty refundDateConfirm and refundExternalId (not confirmed) or a dated refundDateConfirm.
+     */
+    static void status(RefundsPortType p, Authenticate a, List<String> pr, String wantStatus, boolean confirmed) {
+        Holder<Errors> err = new Holder<>();
+        Holder<RefundStatusResult> res = new Holder<>();
+        p.getRefundStatus(a, refund("order", 2001, "20"), err, res);
+        errors(pr, err, 0);
+        RefundStatusResult r = res.value;
+        if (r == null) {
+            pr.add("result missing (null)");
+            return;
+        }
+        eq(pr, "result.refundStatus", wantStatus, r.getRefundStatus());
+        money(pr, "result.refundValue", "45.50", r.getRefundValue());
+        eq(pr, "result.refundCurrency", "PLN", r.getRefundCurrency());
+        if (r.getRefundDateAdd() == null) pr.add("result.refundDateAdd missing (null)");
+        else if (!r.getRefundDateAdd().matches(DATE))
+            pr.add("result.refundDateAdd \"" + r.getRefundDateAdd() + "\" is not YYYY-MM-DD HH:MM:SS");
+        if (!confirmed) {
+            eq(pr, "result.refundDateConfirm", "", r.getRefundDateConfirm());
+            eq(pr, "result.refundExternalId", "", r.getRefundExternalId());
+        } else if (r.getRefundDateConfirm() == null) pr.add("result.refundDateConfirm missing (null)");
+        else if (r.getRefundDateConfirm().isEmpty()) pr.add("result.refundDateConfirm is empty");
+        else if (!r.getRefundDateConfirm().matches(DATE))
+            pr.add("result.refundDateConfirm \"" + r.getRefundDateConfirm() + "\" is not YYYY-MM-DD HH:MM:SS");
     }
 
     static void list(RefundsPortType p, Authenticate a, List<String> pr, int page, String paymentId, String value) {

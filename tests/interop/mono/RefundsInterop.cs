@@ -263,7 +263,9 @@ static class RefundsInterop {
             else p.Eq("result.updateResult", true, result.updateResult);
         });
 
-        Step("06 getRefundStatus(order 2001, 20) = New 45.50", p => {
+        // getRefundStatus(order 2001, 20): the wanted status, 45.50 PLN, a dated refundDateAdd, and either an
+        // empty refundDateConfirm and refundExternalId (not confirmed) or a dated refundDateConfirm.
+        Action<Problems, string, bool> status = (p, wantStatus, confirmed) => {
             refundStatusResult s;
             errors e = svc.getRefundStatus(auth(key), Ref("order", 2001, "20"), out s);
             Errors(p, e, 0);
@@ -271,14 +273,20 @@ static class RefundsInterop {
                 p.Add("result missing (null)");
                 return;
             }
-            p.Eq("result.refundStatus", "New", s.refundStatus);
+            p.Eq("result.refundStatus", wantStatus, s.refundStatus);
             p.Money("result.refundValue", "45.50", s.refundValue);
             p.Eq("result.refundCurrency", "PLN", s.refundCurrency);
             if (s.refundDateAdd == null || !Date.IsMatch(s.refundDateAdd))
                 p.Add("result.refundDateAdd = " + (s.refundDateAdd ?? "null") + ", want YYYY-MM-DD HH:MM:SS");
-            p.Eq("result.refundDateConfirm", "", s.refundDateConfirm);
-            p.Eq("result.refundExternalId", "", s.refundExternalId);
-        });
+            if (!confirmed) {
+                p.Eq("result.refundDateConfirm", "", s.refundDateConfirm);
+                p.Eq("result.refundExternalId", "", s.refundExternalId);
+            } else if (s.refundDateConfirm == null || !Date.IsMatch(s.refundDateConfirm)) {
+                p.Add("result.refundDateConfirm = " + (s.refundDateConfirm ?? "null") + ", want a non-empty YYYY-MM-DD HH:MM:SS");
+            }
+        };
+
+        Step("06 getRefundStatus(order 2001, 20) = New 45.50", p => status(p, "New", false));
 
         Step("07 confirmRefund(order 2001, 20)", p => {
             confirmRefundResult result;
@@ -288,22 +296,7 @@ static class RefundsInterop {
             else p.Eq("result.confirmResult", true, result.confirmResult);
         });
 
-        Step("08 getRefundStatus(order 2001, 20) = Processing", p => {
-            refundStatusResult s;
-            errors e = svc.getRefundStatus(auth(key), Ref("order", 2001, "20"), out s);
-            Errors(p, e, 0);
-            if (s == null) {
-                p.Add("result missing (null)");
-                return;
-            }
-            p.Eq("result.refundStatus", "Processing", s.refundStatus);
-            p.Money("result.refundValue", "45.50", s.refundValue);
-            p.Eq("result.refundCurrency", "PLN", s.refundCurrency);
-            if (s.refundDateAdd == null || !Date.IsMatch(s.refundDateAdd))
-                p.Add("result.refundDateAdd = " + (s.refundDateAdd ?? "null") + ", want YYYY-MM-DD HH:MM:SS");
-            if (s.refundDateConfirm == null || !Date.IsMatch(s.refundDateConfirm))
-                p.Add("result.refundDateConfirm = " + (s.refundDateConfirm ?? "null") + ", want a non-empty YYYY-MM-DD HH:MM:SS");
-        });
+        Step("08 getRefundStatus(order 2001, 20) = Processing", p => status(p, "Processing", true));
 
         Step("09 cancelRefund(return 601, 21)", p => {
             cancelRefundResult result;

@@ -327,49 +327,30 @@ step('09-cancelRefund', function (Check $c, SoapClient $s) use ($auth) {
 
 $listKeys = ['sourceType', 'sourceId', 'paymentId', 'refundValue', 'refundCurrency'];
 
-// 10
-step('10-retrieveRefundsList-page0', function (Check $c, SoapClient $s) use ($auth, $listKeys) {
-    $r = $s->retrieveRefundsList(['authenticate' => $auth,
-        'params' => ['sourceType' => 'all', 'resultsPage' => 0, 'resultsLimit' => 1]]);
-    $c->success($r);
-    $list = many(field($r, 'results'));
-    $c->eq('count(results)', count($list), 1);
-    if ($list) {
-        $e = $list[0];
-        $c->keys('results[0]', $e, $listKeys);
-        $c->eq('results[0].sourceType', field($e, 'sourceType'), 'return');
-        $c->eq('results[0].sourceId', field($e, 'sourceId'), 603);
-        $c->eq('results[0].paymentId', field($e, 'paymentId'), '22');
-        $c->eq('results[0].refundValue', field($e, 'refundValue'), '30.00');
-        $c->eq('results[0].refundCurrency', field($e, 'refundCurrency'), 'PLN');
-    }
-    $c->eq('resultsNumberAll', field($r, 'resultsNumberAll'), 2);
-    $c->eq('resultsNumberPage', field($r, 'resultsNumberPage'), 2);
-    $c->eq('resultsPage', field($r, 'resultsPage'), 0);
-    $c->eq('resultsLimit', field($r, 'resultsLimit'), 1);
-});
-
-// 11
-step('11-retrieveRefundsList-page1', function (Check $c, SoapClient $s) use ($auth, $listKeys) {
-    $r = $s->retrieveRefundsList(['authenticate' => $auth,
-        'params' => ['sourceType' => 'all', 'resultsPage' => 1, 'resultsLimit' => 1]]);
-    $c->success($r);
-    $list = many(field($r, 'results'));
-    $c->eq('count(results)', count($list), 1);
-    if ($list) {
-        $e = $list[0];
-        $c->keys('results[0]', $e, $listKeys);
-        $c->eq('results[0].sourceType', field($e, 'sourceType'), 'return');
-        $c->eq('results[0].sourceId', field($e, 'sourceId'), 603);
-        $c->eq('results[0].paymentId', field($e, 'paymentId'), '23');
-        $c->eq('results[0].refundValue', field($e, 'refundValue'), '40.00');
-        $c->eq('results[0].refundCurrency', field($e, 'refundCurrency'), 'PLN');
-    }
-    $c->eq('resultsNumberAll', field($r, 'resultsNumberAll'), 2);
-    $c->eq('resultsNumberPage', field($r, 'resultsNumberPage'), 2);
-    $c->eq('resultsPage', field($r, 'resultsPage'), 1);
-    $c->eq('resultsLimit', field($r, 'resultsLimit'), 1);
-});
+// 10, 11
+foreach ([[0, '22', '30.00'], [1, '23', '40.00']] as $n => [$page, $paymentId, $value]) {
+    step(sprintf('%02d-retrieveRefundsList-page%d', 10 + $n, $page),
+        function (Check $c, SoapClient $s) use ($auth, $listKeys, $page, $paymentId, $value) {
+            $r = $s->retrieveRefundsList(['authenticate' => $auth,
+                'params' => ['sourceType' => 'all', 'resultsPage' => $page, 'resultsLimit' => 1]]);
+            $c->success($r);
+            $list = many(field($r, 'results'));
+            $c->eq('count(results)', count($list), 1);
+            if ($list) {
+                $e = $list[0];
+                $c->keys('results[0]', $e, $listKeys);
+                $c->eq('results[0].sourceType', field($e, 'sourceType'), 'return');
+                $c->eq('results[0].sourceId', field($e, 'sourceId'), 603);
+                $c->eq('results[0].paymentId', field($e, 'paymentId'), $paymentId);
+                $c->eq('results[0].refundValue', field($e, 'refundValue'), $value);
+                $c->eq('results[0].refundCurrency', field($e, 'refundCurrency'), 'PLN');
+            }
+            $c->eq('resultsNumberAll', field($r, 'resultsNumberAll'), 2);
+            $c->eq('resultsNumberPage', field($r, 'resultsNumberPage'), 2);
+            $c->eq('resultsPage', field($r, 'resultsPage'), $page);
+            $c->eq('resultsLimit', field($r, 'resultsLimit'), 1);
+        });
+}
 
 // 12
 step('12-addAutomaticRefundForOrder-4003', function (Check $c, SoapClient $s) use ($auth) {

@@ -5,17 +5,23 @@ fields that must be "" or absent are also looked up in the raw answer (a Message
 """
 
 import datetime
+import functools
 import hashlib
 import os
 import re
 import sys
-import traceback
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from lxml import etree
 from suds.client import Client
 from suds.plugin import MessagePlugin
+
+# The checks shared with the other Python client live one folder up (no bytecode left there).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.dont_write_bytecode = True
+import lifecycle_checks  # noqa: E402
+from lifecycle_checks import check, expect, expect_true  # noqa: E402
 
 TNS = "urn:refunds-gateway:refunds"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -66,67 +72,22 @@ def params(type_name, **fields):
     return value
 
 
-failures = 0
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def expect(what, actual, wanted):
-    """Equal value and the WSDL type's Python type (str subclasses such as suds' Text count as str;
-    bool never passes for int)."""
-    same_type = isinstance(actual, str) if isinstance(wanted, str) else type(actual) is type(wanted)
-    if not same_type or actual != wanted:
-        raise CheckFailed(f"{what} = {actual!r} ({type(actual).__name__}), expected {wanted!r}")
-
-
-def expect_true(what, condition, detail=""):
-    if not condition:
-        raise CheckFailed(f"{what}{': ' + detail if detail else ''}")
-
-
 def raw(name):
     """The raw text of each element with this local name in the last answer (None: empty)."""
     envelope = etree.fromstring(capture.last_reply)
     return [el.text for el in envelope.iter(f"{{{TNS}}}{name}")]
 
 
-def expect_success(response):
-    expect("errors.faultCode", response.errors.faultCode, 0)
-    expect_true("errors.faultString is present and empty", raw("faultString") == [None],
-                f"raw faultString {raw('faultString')!r}")
-
-
-def expect_fault_code(response, code, absent=("result",)):
-    expect("errors.faultCode", response.errors.faultCode, code)
-    expect_true("errors.faultString is not empty", bool(response.errors.faultString))
-    for name in absent:
-        value = getattr(response, name, None)
-        expect_true(f"no {name} on a business error", value in (None, []), f"got {value!r}")
-        expect_true(f"no {name} element on the wire", raw(name) == [], f"raw {raw(name)!r}")
+expect_success = functools.partial(lifecycle_checks.expect_success, raw=raw)
+# suds leaves absent optional elements out of the answer object: read them with a default.
+expect_fault_code = functools.partial(lifecycle_checks.expect_fault_code, raw=raw,
+                                      field=lambda response, name: getattr(response, name, None))
 
 
 def as_list(value):
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
-
-
-def check(name, body):
-    global failures
-    try:
-        body()
-    except CheckFailed as error:
-        failures += 1
-        print(f"FAIL {name}: {error}", flush=True)
-    except Exception as error:  # noqa: BLE001 - any client error fails this check only
-        failures += 1
-        detail = " ".join(str(error).split()) or type(error).__name__
-        print(f"FAIL {name}: {type(error).__name__}: {detail}", flush=True)
-        traceback.print_exc(file=sys.stderr)
-    else:
-        print(f"PASS {name}", flush=True)
 
 
 def c01():
@@ -272,4 +233,4 @@ check("12 addAutomaticRefundForOrder(1000.00) -> 4003", c12)
 check("13 addManualRefund(EUR on a PLN order) -> 4004", c13)
 check("14 cancelRefund(20, processing) -> 4019", c14)
 check("15 getRefundStatus with a wrong key -> 1", c15)
-sys.exit(1 if failures else 0)
+sys.exit(1 if lifecycle_checks.failures else 0)
