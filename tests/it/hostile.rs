@@ -28,23 +28,36 @@ async fn still_answers(server: &TestServer) {
     );
 }
 
+/// On a plain socket to `server`: writes `head`, then whatever `send` writes, and returns the
+/// first read of the answer (up to 4 KiB).
+async fn raw_exchange(
+    server: &TestServer,
+    head: String,
+    send: impl FnOnce(&mut TcpStream) + Send + 'static,
+) -> String {
+    let address = server.base.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(head.as_bytes()).expect("send head");
+        send(&mut stream);
+        let mut buffer = vec![0; 4096];
+        let read = stream.read(&mut buffer).expect("an answer");
+        String::from_utf8_lossy(&buffer[..read]).into_owned()
+    })
+    .await
+    .expect("client thread")
+}
+
 #[tokio::test]
 async fn a_declared_oversize_body_is_refused_before_it_is_read() {
     let database = TestDatabase::with_test_shop();
     let server = TestServer::start(&database.path).await;
-    let address = server.base.trim_start_matches("http://").to_owned();
     // Declare 100 MB, send only the headers: the answer must come without the body.
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(address).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let head = "POST /soap/refunds HTTP/1.1\r\nHost: test\r\nContent-Type: text/xml\r\nContent-Length: 100000000\r\n\r\n";
-        stream.write_all(head.as_bytes()).expect("send head");
-        let mut buffer = vec![0; 4096];
-        let read = stream.read(&mut buffer).expect("an answer before the body");
-        String::from_utf8_lossy(&buffer[..read]).into_owned()
-    })
-    .await
-    .expect("client thread");
+    let head = "POST /soap/refunds HTTP/1.1\r\nHost: test\r\nContent-Type: text/xml\r\nContent-Length: 100000000\r\n\r\n";
+    let answer = raw_exchange(&server, head.to_owned(), |_| {}).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("soap:Client"), "{answer}");
     assert!(answer.contains("larger than 1048576 bytes"), "{answer}");
@@ -59,25 +72,16 @@ async fn a_declared_oversize_body_is_refused_before_it_is_read() {
 async fn a_client_that_writes_its_whole_oversize_body_first_gets_the_413() {
     let database = TestDatabase::with_test_shop();
     let server = TestServer::start(&database.path).await;
-    let address = server.base.trim_start_matches("http://").to_owned();
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(address).expect("connect");
+    const LENGTH: usize = 8 * 1024 * 1024;
+    let head = format!(
+        "POST /soap/refunds HTTP/1.1\r\nHost: test\r\nContent-Type: text/xml\r\nContent-Length: {LENGTH}\r\n\r\n"
+    );
+    let answer = raw_exchange(&server, head, |stream| {
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let body = vec![b' '; 8 * 1024 * 1024];
-        let head = format!(
-            "POST /soap/refunds HTTP/1.1\r\nHost: test\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).expect("send head");
-        stream.write_all(&body).expect("the whole body is taken");
-        let mut buffer = vec![0; 4096];
-        let read = stream.read(&mut buffer).expect("an answer");
-        String::from_utf8_lossy(&buffer[..read]).into_owned()
+            .write_all(&vec![b' '; LENGTH])
+            .expect("the whole body is taken");
     })
-    .await
-    .expect("client thread");
+    .await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     still_answers(&server).await;
     server.stop().await;
@@ -87,26 +91,16 @@ async fn a_client_that_writes_its_whole_oversize_body_first_gets_the_413() {
 async fn a_streamed_oversize_body_is_cut_at_the_cap() {
     let database = TestDatabase::with_test_shop();
     let server = TestServer::start(&database.path).await;
-    let address = server.base.trim_start_matches("http://").to_owned();
     // No Content-Length: 1 KiB chunks until one past the 1 MiB cap, then the client waits for
-    // the answer. The server has read everything sent by then, so it answers and closes.
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(address).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let head = "POST /soap/refunds HTTP/1.1\r\nHost: test\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n";
-        stream.write_all(head.as_bytes()).expect("send head");
+    // the answer.
+    let head = "POST /soap/refunds HTTP/1.1\r\nHost: test\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let answer = raw_exchange(&server, head.to_owned(), |stream| {
         let chunk = format!("400\r\n{}\r\n", " ".repeat(1024));
         for _ in 0..1025 {
             stream.write_all(chunk.as_bytes()).expect("send a chunk");
         }
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).expect("an answer, then the end");
-        String::from_utf8_lossy(&answer).into_owned()
     })
-    .await
-    .expect("client thread");
+    .await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("larger than 1048576 bytes"), "{answer}");
     still_answers(&server).await;
