@@ -52,7 +52,7 @@ use refunds_gateway::rest::{self, JsonOperation, RestCall};
 use refunds_gateway::shop::ShopData;
 use refunds_gateway::soap::envelope::{self, Element, SoapVersion, XmlLimits};
 use refunds_gateway::soap::{self, SoapCall};
-use refunds_gateway::store::{Maintenance, Store};
+use refunds_gateway::store::{self, Database};
 
 /// The operations whose request fixtures are parsed and bound.
 const OPERATIONS: [&str; 3] = [
@@ -189,7 +189,8 @@ impl LoadedService {
             .expect("temporary directory");
         let path = dir.path().join("refunds.db");
 
-        let mut maintenance = Maintenance::open(&path).expect("open the database");
+        let database = Database::Sqlite(path.clone());
+        let mut maintenance = store::maintenance(&database).expect("open the database");
         let test_shop =
             std::fs::read_to_string(fixtures_dir().join("test-shop.json")).expect("test shop");
         let shop = ShopData::parse(&test_shop, timezone).expect("the test shop parses");
@@ -210,7 +211,7 @@ impl LoadedService {
         drop(maintenance);
 
         let runtime = Runtime::new().expect("tokio runtime");
-        let store = Store::open(&path).expect("open the store");
+        let store = store::open(&database).expect("open the store");
         let operators = OperatorsConfig::default()
             .build()
             .expect("the default (sandbox) operators");
@@ -245,7 +246,7 @@ impl LoadedService {
         // Payments and refunds share one id sequence, so the bench order is imported after the
         // setup requests: their refunds keep the ids the fixtures name (20, 21, 22, …).
         let shop = ShopData::parse(BENCH_SHOP, timezone).expect("the bench order parses");
-        Maintenance::open(&path)
+        store::maintenance(&database)
             .and_then(|mut maintenance| maintenance.import_shop(&shop))
             .expect("import the bench order");
         LoadedService {

@@ -16,7 +16,7 @@ use crate::refunds::types::{ApiUser, Scopes};
 use crate::refunds::{api_key_digest, new_api_key, password_sha1_hex};
 use crate::server::Config;
 use crate::shop::ShopData;
-use crate::store::Maintenance;
+use crate::store::{self, Database};
 
 /// The demo shop `serve --demo` loads into an empty database.
 pub const DEMO_SHOP: &str = include_str!("../fixtures/demo-shop.json");
@@ -134,9 +134,17 @@ enum KeyCommand {
 
 #[derive(Debug, Args)]
 struct DatabaseArg {
-    /// SQLite database file; created and migrated when missing.
-    #[arg(long = "db", env = "REFUNDS_DB", default_value = "refunds.db")]
-    path: PathBuf,
+    /// The ledger: an SQLite database file (created and migrated when missing), or a
+    /// `postgres://` / `postgresql://` URL (migrated when behind).
+    #[arg(long = "db", env = "REFUNDS_DB", default_value = "refunds.db", value_parser = parse_database)]
+    db: Database,
+}
+
+fn parse_database(value: &str) -> Result<Database, String> {
+    if value.is_empty() {
+        return Err("the database is empty: give a file path or a postgres:// URL".to_owned());
+    }
+    Ok(Database::parse(value))
 }
 
 #[derive(Debug, Args)]
@@ -209,7 +217,7 @@ pub fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Import(args) => import(&args.database.path, &args.file, args.timezone.timezone),
+        Command::Import(args) => import(&args.database.db, &args.file, args.timezone.timezone),
         Command::User {
             command:
                 UserCommand::Add {
@@ -218,15 +226,15 @@ pub fn main() -> ExitCode {
                     password,
                     scope,
                 },
-        } => add_user(&database.path, &login, &password, &scope),
+        } => add_user(&database.db, &login, &password, &scope),
         Command::Key { command } => key(command),
         Command::Audit { command } => audit(command),
-        Command::Backup { database, out } => backup(&database.path, &out),
+        Command::Backup { database, out } => backup(&database.db, &out),
         Command::Outbox {
             database,
             all,
             timezone,
-        } => outbox(&database.path, all, timezone.timezone),
+        } => outbox(&database.db, all, timezone.timezone),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -253,7 +261,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::server::tune_allocator();
     let timezone = args.timezone.timezone;
     if args.demo {
-        load_demo(&args.database.path, timezone)?;
+        load_demo(&args.database.db, timezone)?;
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -262,14 +270,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", args.listen))?;
         let address = listener.local_addr()?;
         let base = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
-        tracing::info!(%address, database = %args.database.path.display(), %timezone, "refunds gateway listening");
+        tracing::info!(%address, database = %args.database.db, %timezone, "refunds gateway listening");
         tracing::info!("WSDL: {base}/soap/refunds?wsdl — SOAP endpoint: POST {base}/soap/refunds");
         if args.demo {
             tracing::info!(
                 "demo data loaded: legacy user 'demo', password 'demo'; README.md, 'A first call', shows a curl call"
             );
         }
-        let mut config = Config::new(args.database.path.clone());
+        let mut config = Config::new(args.database.db.clone());
         config.require_second_approver = args.require_second_approver;
         config.idempotency_ttl = std::time::Duration::from_secs(args.idempotency_ttl_hours.saturating_mul(3600));
         config.credentials_ttl = std::time::Duration::from_millis(args.credentials_ttl_ms);
@@ -307,8 +315,8 @@ async fn shutdown_signal() {
     }
 }
 
-fn load_demo(database: &Path, timezone: Tz) -> anyhow::Result<()> {
-    let mut maintenance = Maintenance::open(database)?;
+fn load_demo(database: &Database, timezone: Tz) -> anyhow::Result<()> {
+    let mut maintenance = store::maintenance(database)?;
     if !maintenance.is_empty()? {
         tracing::info!("the database already holds a shop; demo data not loaded");
         return Ok(());
@@ -328,12 +336,12 @@ fn load_demo(database: &Path, timezone: Tz) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn import(database: &Path, file: &Path, timezone: Tz) -> anyhow::Result<()> {
+fn import(database: &Database, file: &Path, timezone: Tz) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let shop = ShopData::parse(&text, timezone)
         .with_context(|| format!("{} was not imported", file.display()))?;
-    let summary = Maintenance::open(database)?
+    let summary = store::maintenance(database)?
         .import_shop(&shop)
         .with_context(|| format!("{} was not imported; nothing was written", file.display()))?;
     println!(
@@ -348,7 +356,7 @@ fn import(database: &Path, file: &Path, timezone: Tz) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn add_user(database: &Path, login: &str, password: &str, scope: &str) -> anyhow::Result<()> {
+fn add_user(database: &Database, login: &str, password: &str, scope: &str) -> anyhow::Result<()> {
     let scopes = parse_scopes(scope)?;
     anyhow::ensure!(!login.trim().is_empty(), "the login must not be empty");
     anyhow::ensure!(!password.is_empty(), "the password must not be empty");
@@ -357,7 +365,7 @@ fn add_user(database: &Path, login: &str, password: &str, scope: &str) -> anyhow
         password_sha1_hex: password_sha1_hex(password),
         scopes,
     };
-    Maintenance::open(database)?.put_api_user(&user, Clock::System.now())?;
+    store::maintenance(database)?.put_api_user(&user, Clock::System.now())?;
     println!("user {login} saved with scopes {}", scopes.to_list());
     Ok(())
 }
@@ -376,7 +384,7 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
             let scopes = parse_scopes(&scope)?;
             anyhow::ensure!(!name.trim().is_empty(), "the key name must not be empty");
             let key = new_api_key()?;
-            Maintenance::open(&database.path)?.create_api_key(
+            store::maintenance(&database.db)?.create_api_key(
                 &name,
                 &api_key_digest(&key),
                 scopes,
@@ -389,7 +397,7 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
             println!("{key}");
         }
         KeyCommand::List { database, timezone } => {
-            let keys = Maintenance::open(&database.path)?.api_keys()?;
+            let keys = store::maintenance(&database.db)?.api_keys()?;
             let timezone = timezone.timezone;
             println!("{:<24} {:<20} {:<20} revoked", "name", "scopes", "created");
             for key in keys {
@@ -408,7 +416,7 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
         }
         KeyCommand::Revoke { database, name } => {
             let revoked =
-                Maintenance::open(&database.path)?.revoke_api_key(&name, Clock::System.now())?;
+                store::maintenance(&database.db)?.revoke_api_key(&name, Clock::System.now())?;
             anyhow::ensure!(revoked, "no live key named '{name}'");
             println!("key '{name}' revoked");
         }
@@ -416,8 +424,8 @@ fn key(command: KeyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn outbox(database: &Path, include_done: bool, timezone: Tz) -> anyhow::Result<()> {
-    let jobs = Maintenance::open(database)?.jobs(include_done)?;
+fn outbox(database: &Database, include_done: bool, timezone: Tz) -> anyhow::Result<()> {
+    let jobs = store::maintenance(database)?.jobs(include_done)?;
     println!(
         "{:<10} {:<12} {:<6} {:<8} {:<24} last error",
         "refund", "operator", "state", "attempts", "next attempt"
@@ -441,9 +449,13 @@ fn outbox(database: &Path, include_done: bool, timezone: Tz) -> anyhow::Result<(
 fn audit(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Verify { database } => {
-            let entries = Maintenance::open(&database.path)?.audit_entries(None)?;
+            let (entries, pending) = store::maintenance(&database.db)?.audit_entries(None)?;
             match crate::refunds::audit::verify(entries) {
-                Ok(count) => println!("audit chain intact: {count} entries"),
+                Ok(count) if pending == 0 => println!("audit chain intact: {count} entries"),
+                Ok(count) => println!(
+                    "audit chain intact: {count} entries, and {pending} newer not chained yet \
+                     (the sealer chains them within moments)"
+                ),
                 Err(broken) => anyhow::bail!(
                     "audit chain broken at entry {}: {}",
                     broken.seq,
@@ -456,7 +468,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             refund,
             timezone,
         } => {
-            let entries = Maintenance::open(&database.path)?.audit_entries(Some(refund))?;
+            let (entries, _) = store::maintenance(&database.db)?.audit_entries(Some(refund))?;
             let timezone = timezone.timezone;
             for chained in &entries {
                 let entry = &chained.entry;
@@ -487,8 +499,8 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn backup(database: &Path, out: &Path) -> anyhow::Result<()> {
-    Maintenance::open(database)?.backup(out)?;
-    println!("backed up {} to {}", database.display(), out.display());
+fn backup(database: &Database, out: &Path) -> anyhow::Result<()> {
+    store::maintenance(database)?.backup(out)?;
+    println!("backed up {database} to {}", out.display());
     Ok(())
 }

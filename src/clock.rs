@@ -5,7 +5,8 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
-use crate::refunds::types::Timestamp;
+/// Seconds since the Unix epoch, UTC. Rendering in the shop's time zone is the edge's job.
+pub type Timestamp = i64;
 
 /// The source of "now". Tests fix it so that golden responses are stable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,17 +24,19 @@ use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome, Served};
 use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
+use crate::refunds::ledger::AuditSealing;
 use crate::refunds::{CallbackOutcome, Policy, RefundError, RefundService};
 use crate::rest::{self, JsonReply};
 use crate::soap::envelope::{SoapVersion, XmlLimits};
 use crate::soap::fault::Fault;
 use crate::soap::{self, SoapReply};
-use crate::store::Store;
+use crate::store::{self, Database};
 
 /// Everything `run` needs; the command line fills it, tests build it directly.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database: PathBuf,
+    /// The ledger: an SQLite file, or a PostgreSQL URL.
+    pub database: Database,
     /// Base URL clients reach us at, for the WSDL's `soap:address`; else the request's Host.
     pub public_url: Option<String>,
     pub timezone: Tz,
@@ -66,7 +67,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(database: PathBuf) -> Config {
+    pub fn new(database: Database) -> Config {
         Config {
             database,
             public_url: None,
@@ -122,7 +123,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let database = config.database.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&database))
+    let store = tokio::task::spawn_blocking(move || store::open(&database))
         .await
         .context("opening the store")??;
     let operators = Arc::new(
@@ -154,6 +155,8 @@ pub async fn run(
         ))
     });
     let housekeeping = tokio::spawn(housekeeping(service.clone()));
+    let sealer = (service.audit_sealing() == AuditSealing::ByLeader)
+        .then(|| tokio::spawn(seal_audit(service.clone())));
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
@@ -202,6 +205,9 @@ pub async fn run(
 
     tracing::info!("shutting down: finishing open requests");
     housekeeping.abort();
+    if let Some(sealer) = sealer {
+        sealer.abort();
+    }
     let _ = stop_worker.send(());
     if let Some(worker) = worker {
         let _ = worker.await;
@@ -216,6 +222,31 @@ pub async fn run(
         .await
         .context("closing the store")?;
     Ok(())
+}
+
+/// How often audit entries are chained where a leader chains them after commit: the longest an
+/// entry stays outside the chain while the database answers.
+pub const AUDIT_SEAL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Chains the audit entries that writes appended, in batches, whenever no other instance is
+/// doing it (only for stores whose writes run side by side).
+async fn seal_audit(service: RefundService) {
+    let mut every = tokio::time::interval(AUDIT_SEAL_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        // A full batch means more may be waiting: go on at once.
+        loop {
+            match service.seal_audit(1000).await {
+                Ok(1000) => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(error = error.log_text(), "chaining audit entries failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Forgets expired idempotency keys every ten minutes.

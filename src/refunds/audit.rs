@@ -5,6 +5,7 @@
 
 use sha2::{Digest as _, Sha256};
 
+use super::ledger::{AuditSealing, Ledger};
 use super::types::{MovementId, RefundStatus, Timestamp};
 
 /// The `prev_hash` of the first entry.
@@ -56,6 +57,66 @@ impl AuditEntry {
     pub fn status(status: RefundStatus) -> String {
         status.as_str().to_owned()
     }
+}
+
+/// A place in the chain: an entry's position (1, 2, …) and its hashes. The head of an empty
+/// chain is position 0 with the genesis hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl ChainLink {
+    pub fn genesis() -> ChainLink {
+        ChainLink {
+            seq: 0,
+            prev_hash: GENESIS.to_owned(),
+            hash: GENESIS.to_owned(),
+        }
+    }
+
+    /// The link of `entry` chained after this one.
+    pub fn next(&self, entry: &AuditEntry) -> ChainLink {
+        ChainLink {
+            seq: self.seq + 1,
+            prev_hash: self.hash.clone(),
+            hash: entry_hash(&self.hash, entry),
+        }
+    }
+}
+
+/// Appends `entry` in the current transaction: chained at once where the adapter serializes
+/// writes, else left for the sealer ([`seal_pending`]).
+pub fn append(
+    ledger: &mut dyn Ledger,
+    sealing: AuditSealing,
+    entry: &AuditEntry,
+) -> anyhow::Result<()> {
+    match sealing {
+        AuditSealing::InTransaction => {
+            let link = ledger.audit_head()?.next(entry);
+            ledger.append_audit(entry, Some(&link))
+        }
+        AuditSealing::ByLeader => ledger.append_audit(entry, None),
+    }
+}
+
+/// Chains up to `limit` entries appended but not chained yet, if this transaction can take the
+/// sealer's role; returns how many it chained.
+pub fn seal_pending(ledger: &mut dyn Ledger, limit: u32) -> anyhow::Result<usize> {
+    if !ledger.lead_audit_sealing()? {
+        return Ok(0);
+    }
+    let pending = ledger.unsealed_audit(limit)?;
+    let mut head = ledger.audit_head()?;
+    for (entry_id, entry) in &pending {
+        let link = head.next(entry);
+        ledger.seal_audit(*entry_id, &link)?;
+        head = link;
+    }
+    Ok(pending.len())
 }
 
 /// An entry as stored: its place in the chain and its hashes.

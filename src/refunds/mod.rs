@@ -1,14 +1,18 @@
 //! The refunds domain: the nine operations, their rules and fault codes.
 //!
-//! This module knows no XML, JSON, HTTP or SQL. The faces (`soap`, later REST) parse requests
-//! into the types below and call one method of [`RefundService`] per operation; the ledger is
-//! reached only through [`crate::store::Ledger`], inside one transaction per operation.
+//! This module knows no XML, JSON, HTTP or SQL. The faces parse requests into the types below
+//! and call one method of [`RefundService`] per operation; the ledger is reached only through
+//! the port it owns ([`ledger::LedgerStore`], [`ledger::Ledger`]), inside one transaction per
+//! operation. Storage adapters implement that port; nothing here imports them.
 
 pub mod audit;
 mod credentials;
 pub mod error;
+pub mod ledger;
 pub mod outbox;
 mod rules;
+#[cfg(test)]
+mod testutil;
 pub mod types;
 
 use chrono_tz::Tz;
@@ -18,10 +22,10 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, neighbouring_local_dates, system_millis};
 use crate::money::Money;
-use crate::store::{Ledger, Store};
 pub use audit::Channel;
 use credentials::{CredentialsCache, Presented};
 pub use error::{OperationKind, RefundError};
+use ledger::{Ledger, LedgerStore};
 use outbox::{OperatorRouting, RetryPolicy};
 use rules::Change;
 use types::{
@@ -190,7 +194,7 @@ pub struct IdempotencyClaim<T> {
 }
 
 /// How a face serializes an outcome.
-pub type Render<T> = Box<dyn FnOnce(&Result<T, RefundError>) -> StoredResponse + Send>;
+pub type Render<T> = Box<dyn Fn(&Result<T, RefundError>) -> StoredResponse + Send>;
 
 /// The outcome of a call: fresh, or the stored first answer to the same idempotent request.
 pub enum Answer<T> {
@@ -242,7 +246,7 @@ impl Scope {
 /// The nine operations over one store, and the outbox steps of confirmed automatic refunds.
 #[derive(Clone)]
 pub struct RefundService {
-    store: Store,
+    store: Arc<dyn LedgerStore>,
     clock: Clock,
     timezone: Tz,
     policy: Arc<Policy>,
@@ -286,7 +290,12 @@ pub enum CallbackOutcome {
 }
 
 impl RefundService {
-    pub fn new(store: Store, clock: Clock, timezone: Tz, policy: Policy) -> RefundService {
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        clock: Clock,
+        timezone: Tz,
+        policy: Policy,
+    ) -> RefundService {
         RefundService {
             store,
             clock,
@@ -327,14 +336,15 @@ impl RefundService {
         caller: &Caller,
         operation: &'static str,
         claim: Option<IdempotencyClaim<T>>,
-        work: F,
+        mut work: F,
     ) -> Answer<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Ledger, &Change<'_>) -> Result<T, RefundError> + Send + 'static,
+        F: FnMut(&mut dyn Ledger, &Change<'_>) -> Result<T, RefundError> + Send + 'static,
     {
         let caller = caller.clone();
         let now = self.clock.now();
+        let sealing = self.store.audit_sealing();
         let outcome = self
             .store
             .write(move |ledger| {
@@ -352,6 +362,7 @@ impl RefundService {
                     ledger,
                     &Change {
                         now,
+                        sealing,
                         caller: &caller,
                         operation,
                     },
@@ -361,7 +372,7 @@ impl RefundService {
                 } else {
                     ledger.rollback_to_savepoint()?;
                 }
-                if let Some(claim) = claim
+                if let Some(claim) = &claim
                     && !matches!(outcome, Err(RefundError::Internal(_)))
                 {
                     let stored = (claim.render)(&outcome);
@@ -404,6 +415,7 @@ impl RefundService {
     ) -> Result<Option<JobStep>, RefundError> {
         let now_ms = system_millis();
         let now = self.clock.now();
+        let sealing = self.store.audit_sealing();
         self.store
             .write(move |ledger| {
                 let current = ledger.job(job.refund_id)?;
@@ -413,13 +425,17 @@ impl RefundService {
                 };
                 let step = outbox::plan(
                     &current,
-                    answer,
+                    answer.clone(),
                     &policy,
                     poll_after_ms,
                     now_ms,
                     jitter_permille,
                 );
-                ledger.record_job_step(&step, now_ms)?;
+                // A worker whose lease ran out (and whose job another worker has claimed
+                // since) records nothing: the newer claim decides.
+                if !ledger.record_job_step(&step, Some(job.lease), now_ms)? {
+                    return Ok(None);
+                }
                 if let Some(settlement) = &step.settlement {
                     let caller =
                         Caller::system(format!("outbox:{}", current.operator), Channel::Worker);
@@ -429,6 +445,7 @@ impl RefundService {
                         settlement,
                         &Change {
                             now,
+                            sealing,
                             caller: &caller,
                             operation: "settle",
                         },
@@ -449,6 +466,7 @@ impl RefundService {
     ) -> Result<Option<CallbackOutcome>, RefundError> {
         let now_ms = system_millis();
         let now = self.clock.now();
+        let sealing = self.store.audit_sealing();
         let operator = operator.to_owned();
         self.store
             .write(move |ledger| {
@@ -462,11 +480,20 @@ impl RefundService {
                     return Ok(Some(CallbackOutcome::Ignored));
                 }
                 // The same state machine as the worker's answers: only a definite answer settles.
-                let step = outbox::plan(&job, answer, &RetryPolicy::default(), 0, now_ms, 1000);
+                let step = outbox::plan(
+                    &job,
+                    answer.clone(),
+                    &RetryPolicy::default(),
+                    0,
+                    now_ms,
+                    1000,
+                );
                 let Some(settlement) = step.settlement.clone() else {
                     return Ok(Some(CallbackOutcome::Ignored));
                 };
-                ledger.record_job_step(&step, now_ms)?;
+                if !ledger.record_job_step(&step, None, now_ms)? {
+                    return Ok(Some(CallbackOutcome::Ignored));
+                }
                 let caller = Caller::system(format!("operator:{operator}"), Channel::Operator);
                 settle(
                     ledger,
@@ -474,6 +501,7 @@ impl RefundService {
                     &settlement,
                     &Change {
                         now,
+                        sealing,
                         caller: &caller,
                         operation: "callback",
                     },
@@ -694,6 +722,20 @@ impl RefundService {
         } else {
             self.store.scan(page).await
         }
+    }
+
+    /// How the store chains audit entries: a store whose writes run side by side needs
+    /// [`RefundService::seal_audit`] called now and then (the server does it).
+    pub fn audit_sealing(&self) -> ledger::AuditSealing {
+        self.store.audit_sealing()
+    }
+
+    /// Chains audit entries appended but not chained yet, if no other instance is doing it;
+    /// returns how many were chained.
+    pub async fn seal_audit(&self, limit: u32) -> Result<usize, RefundError> {
+        self.store
+            .write(move |ledger| Ok(audit::seal_pending(ledger, limit)?))
+            .await
     }
 
     /// Forgets idempotency keys older than the policy keeps them; returns how many.

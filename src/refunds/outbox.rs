@@ -130,6 +130,7 @@ mod tests {
             next_attempt_ms: 0,
             last_error: None,
             created_ms: 0,
+            lease: 1,
             payment_external_id: "PAYU-1".to_owned(),
             amount: Money {
                 minor: 1000,

@@ -4,6 +4,7 @@
 use std::cmp::min;
 
 use super::audit::{self, AuditEntry};
+use super::ledger::{AuditSealing, Ledger};
 use super::outbox::OperatorRouting;
 use super::types::{
     MovementId, NewRefund, Refund, RefundMethod, RefundStatus, RequestedAmount, Source, SourceRef,
@@ -15,11 +16,12 @@ use super::{
 };
 use crate::clock::system_millis;
 use crate::money::{AmountError, Currency, Money, minor_to_decimal};
-use crate::store::Ledger;
 
 /// Who changes the ledger, when, and in which operation.
 pub struct Change<'a> {
     pub now: Timestamp,
+    /// How the store chains audit entries.
+    pub sealing: AuditSealing,
     pub caller: &'a Caller,
     pub operation: &'static str,
 }
@@ -63,9 +65,7 @@ pub(super) fn append(
         currency: currency.code().to_owned(),
         request_id: change.caller.request_id.clone(),
     };
-    let prev_hash = ledger.audit_head()?;
-    let hash = audit::entry_hash(&prev_hash, &entry);
-    ledger.append_audit(&entry, &prev_hash, &hash)?;
+    audit::append(ledger, change.sealing, &entry)?;
     Ok(())
 }
 

@@ -4,8 +4,7 @@ use rust_decimal::Decimal;
 
 use crate::money::{Currency, Money};
 
-/// Seconds since the Unix epoch, UTC. Rendering in the shop's time zone is the edge's job.
-pub type Timestamp = i64;
+pub use crate::clock::Timestamp;
 
 /// Ids of payments and refunds come from one sequence, so a `MovementId` names exactly one
 /// money movement.
@@ -295,6 +294,9 @@ pub struct RefundJob {
     pub next_attempt_ms: i64,
     pub last_error: Option<String>,
     pub created_ms: i64,
+    /// The fencing token of the claim that handed this job out (0 before any claim): an answer
+    /// is recorded only under the newest one.
+    pub lease: i64,
     /// The payment refunded, as its operator knows it.
     pub payment_external_id: String,
     pub amount: Money,

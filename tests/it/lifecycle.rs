@@ -184,14 +184,16 @@ async fn lifecycle_over_soap_1_2() {
 async fn faults_that_need_two_steps() {
     let database = TestDatabase::with_test_shop();
     {
-        let mut maintenance =
-            refunds_gateway::store::Maintenance::open(&database.path).expect("open");
+        let mut maintenance = refunds_gateway::store::maintenance(
+            &refunds_gateway::store::Database::Sqlite(database.path.clone()),
+        )
+        .expect("open");
         let read_only = refunds_gateway::refunds::types::Scopes {
             read: true,
             write: false,
             confirm: false,
         };
-        crate::support::add_user(&mut maintenance, "auditor", "secret", read_only);
+        crate::support::add_user(&mut *maintenance, "auditor", "secret", read_only);
     }
     let server = TestServer::start(&database.path).await;
     let soap = Soap {

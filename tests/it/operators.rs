@@ -538,7 +538,9 @@ async fn server_errors_then_success_under_the_same_idempotency_key() {
 #[tokio::test]
 async fn the_sandbox_settles_by_amount_pattern() {
     let database = TestDatabase::with_test_shop();
-    let mut config = refunds_gateway::Config::new(database.path.clone());
+    let mut config = refunds_gateway::Config::new(refunds_gateway::store::Database::Sqlite(
+        database.path.clone(),
+    ));
     config.operators = OperatorsConfig::default();
     config.operators.operators.insert(
         "sandbox".to_owned(),

@@ -6,7 +6,7 @@ use refunds_gateway::clock::{Clock, parse_local_datetime};
 use refunds_gateway::refunds::types::{ApiUser, Scopes};
 use refunds_gateway::refunds::{api_key_digest, password_sha1_hex};
 use refunds_gateway::shop::ShopData;
-use refunds_gateway::store::Maintenance;
+use refunds_gateway::store::{self, Database, Maintenance};
 use refunds_gateway::{Config, run};
 
 /// The gateway's command line: the binary cargo built for these tests, or the one
@@ -94,9 +94,10 @@ impl TestDatabase {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("refunds.db");
         let shop = ShopData::parse(shop_json, chrono_tz::Europe::Warsaw).expect("shop parses");
-        let mut maintenance = Maintenance::open(&path).expect("open database");
+        let mut maintenance =
+            store::maintenance(&Database::Sqlite(path.clone())).expect("open database");
         maintenance.import_shop(&shop).expect("import shop");
-        add_user(&mut maintenance, TEST_LOGIN, TEST_PASSWORD, Scopes::ALL);
+        add_user(&mut *maintenance, TEST_LOGIN, TEST_PASSWORD, Scopes::ALL);
         let read_only = Scopes {
             read: true,
             write: false,
@@ -125,7 +126,7 @@ impl TestDatabase {
     }
 }
 
-pub fn add_user(maintenance: &mut Maintenance, login: &str, password: &str, scopes: Scopes) {
+pub fn add_user(maintenance: &mut dyn Maintenance, login: &str, password: &str, scopes: Scopes) {
     let user = ApiUser {
         login: login.to_owned(),
         password_sha1_hex: password_sha1_hex(password),
@@ -146,7 +147,7 @@ pub struct TestServer {
 /// The configuration tests start from: the clock fixed at `fixed_now()` and no outbox worker
 /// (so that `Processing` refunds stay as the fixtures recorded them).
 pub fn test_config(database: &Path) -> Config {
-    let mut config = Config::new(database.to_owned());
+    let mut config = Config::new(Database::Sqlite(database.to_owned()));
     config.clock = Clock::Fixed(fixed_now());
     config.run_outbox = false;
     config

@@ -130,7 +130,10 @@ async fn a_retried_write_is_answered_again_and_changes_nothing() {
     assert_eq!(refused.body, refused_again.body);
 
     // Keys belong to their caller: another caller's same key is a different request.
-    let mut maintenance = refunds_gateway::store::Maintenance::open(&database.path).expect("open");
+    let mut maintenance = refunds_gateway::store::maintenance(
+        &refunds_gateway::store::Database::Sqlite(database.path.clone()),
+    )
+    .expect("open");
     let all = refunds_gateway::refunds::types::Scopes::ALL;
     maintenance
         .create_api_key(

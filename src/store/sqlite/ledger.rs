@@ -1,171 +1,22 @@
-//! SQLite implementation of the ledger.
+//! The domain's ledger port over one SQLite connection inside a transaction.
 
-use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use anyhow::{Context as _, bail};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use anyhow::{Context as _, anyhow, bail};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
-
-use super::Ledger;
+use super::connection::run_cached;
+use super::maintenance::api_key_from_row;
 use crate::money::{Currency, Money};
 use crate::refunds::StoredResponse;
-use crate::refunds::audit::{AuditEntry, ChainedEntry, GENESIS};
+use crate::refunds::audit::{AuditEntry, ChainLink};
+use crate::refunds::ledger::Ledger;
 use crate::refunds::types::{
     ApiKey, ApiUser, JobState, JobStep, LedgerCounts, ManualDetails, MovementId, NewRefund, Order,
     Payment, Refund, RefundJob, RefundMethod, RefundStatus, Scopes, Settlement, Source,
     SourceFilter, SourceRef, SourceType, Timestamp,
 };
-use crate::shop::ShopData;
 
-/// Embedded migrations; `PRAGMA user_version` counts how many have run.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_ledger.sql"),
-    include_str!("migrations/0002_api_keys.sql"),
-    include_str!("migrations/0003_outbox.sql"),
-    include_str!("migrations/0004_trust.sql"),
-    include_str!("migrations/0005_counts.sql"),
-    include_str!("migrations/0006_triggers_without_in_lists.sql"),
-];
-
-pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
-    let connection =
-        Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
-    connection
-        .execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;
-             PRAGMA cache_size = -32768;
-             PRAGMA journal_size_limit = 67108864;",
-        )
-        .context("configuring the database connection")?;
-    Ok(connection)
-}
-
-pub fn open_reader(path: &Path) -> anyhow::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let connection = Connection::open_with_flags(path, flags)
-        .with_context(|| format!("opening database {} for reading", path.display()))?;
-    connection
-        .execute_batch("PRAGMA busy_timeout = 5000;")
-        .context("configuring a read connection")?;
-    Ok(connection)
-}
-
-pub fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    let version = usize::try_from(version).context("negative schema version")?;
-    if version > MIGRATIONS.len() {
-        bail!(
-            "database schema version {version} is newer than this binary knows ({})",
-            MIGRATIONS.len()
-        );
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-        transaction
-            .execute_batch(migration)
-            .with_context(|| format!("running migration {}", index + 1))?;
-        transaction.pragma_update(None, "user_version", (index + 1) as i64)?;
-    }
-    transaction.commit().context("committing migrations")?;
-    Ok(())
-}
-
-/// How to answer one write of a batch once the batch's commit has succeeded or failed.
-pub type Completion = Box<dyn FnOnce(Result<(), &str>) + Send>;
-
-/// One request's write as the writer thread runs it inside a batch's transaction.
-pub type BatchedWrite = Box<dyn FnOnce(&Connection) -> Completion + Send>;
-
-/// Group commit: runs every write of `batch` in one `BEGIN IMMEDIATE` transaction, each in its
-/// own savepoint (so a failed or panicking write leaves no trace and the others stand), commits
-/// once, and only then answers each write. One fsync serves the whole batch.
-pub fn run_batch(connection: &mut Connection, batch: Vec<BatchedWrite>) {
-    let transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(transaction) => transaction,
-        Err(error) => {
-            // Nothing ran. Dropping the writes drops their reply channels, which their callers
-            // see as an internal failure.
-            tracing::error!(%error, writes = batch.len(), "a write batch could not begin");
-            return;
-        }
-    };
-    let completions: Vec<Completion> = batch.into_iter().map(|write| write(&transaction)).collect();
-    let committed = transaction
-        .commit()
-        .map_err(|error| format!("committing a write batch: {error}"));
-    if let Err(reason) = &committed {
-        tracing::error!(%reason, writes = completions.len(), "a write batch was rolled back");
-    }
-    for complete in completions {
-        complete(committed.as_ref().map(|_| ()).map_err(String::as_str));
-    }
-}
-
-/// Runs `work` in a savepoint of the batch's transaction: released when it returns `Ok`,
-/// rolled back when it returns `Err` or panics.
-pub fn in_savepoint<T, E, F>(connection: &Connection, work: F) -> Result<T, E>
-where
-    F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
-    E: From<anyhow::Error>,
-{
-    run_cached(connection, "SAVEPOINT write").context("opening a write savepoint")?;
-    let outcome = {
-        let mut ledger = SqliteLedger { connection };
-        std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut ledger)))
-    };
-    let (outcome, keep) = match outcome {
-        Ok(Ok(value)) => (Ok(value), true),
-        Ok(Err(error)) => (Err(error), false),
-        Err(_) => (
-            Err(anyhow!("a write operation panicked; its changes were rolled back").into()),
-            false,
-        ),
-    };
-    if !keep {
-        run_cached(connection, "ROLLBACK TO write").context("undoing a write savepoint")?;
-    }
-    run_cached(connection, "RELEASE write").context("closing a write savepoint")?;
-    outcome
-}
-
-pub fn in_read_transaction<T, E, F>(connection: &mut Connection, work: F) -> Result<T, E>
-where
-    F: FnOnce(&mut dyn Ledger) -> Result<T, E>,
-    E: From<anyhow::Error>,
-{
-    // Prepared once per connection: parsing `BEGIN` and `ROLLBACK` again for every read costs
-    // more than a point read itself.
-    run_cached(connection, "BEGIN DEFERRED").context("beginning a read transaction")?;
-    let outcome = {
-        let mut ledger = SqliteLedger {
-            connection: &*connection,
-        };
-        std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut ledger)))
-    };
-    // A read changes nothing, so ending it either way is the same; ROLLBACK also ends it when
-    // `work` failed halfway through a statement.
-    if let Err(error) = run_cached(connection, "ROLLBACK") {
-        tracing::error!(%error, "ending a read transaction");
-        // A connection whose transaction is still open would serve a stale snapshot later.
-        if !connection.is_autocommit() {
-            return Err(anyhow!("a read transaction could not be ended: {error}").into());
-        }
-    }
-    match outcome {
-        Ok(result) => result,
-        Err(_) => Err(anyhow!("a read operation panicked").into()),
-    }
-}
-
-fn run_cached(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
-    connection.prepare_cached(sql)?.execute([]).map(|_| ())
-}
-
-struct SqliteLedger<'c> {
-    connection: &'c Connection,
+pub struct SqliteLedger<'c> {
+    pub connection: &'c Connection,
 }
 
 fn currency(code: &str) -> rusqlite::Result<Currency> {
@@ -443,28 +294,33 @@ impl Ledger for SqliteLedger<'_> {
         })
     }
 
-    fn audit_head(&mut self) -> anyhow::Result<String> {
-        let head: Option<String> = self
+    fn audit_head(&mut self) -> anyhow::Result<ChainLink> {
+        let head = self
             .connection
-            .prepare_cached("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |row| row.get(0))
+            .prepare_cached("SELECT seq, prev_hash, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |row| {
+                Ok(ChainLink {
+                    seq: row.get(0)?,
+                    prev_hash: row.get(1)?,
+                    hash: row.get(2)?,
+                })
+            })
             .optional()?;
-        Ok(head.unwrap_or_else(|| GENESIS.to_owned()))
+        Ok(head.unwrap_or_else(ChainLink::genesis))
     }
 
-    fn append_audit(
-        &mut self,
-        entry: &AuditEntry,
-        prev_hash: &str,
-        hash: &str,
-    ) -> anyhow::Result<()> {
+    fn append_audit(&mut self, entry: &AuditEntry, link: Option<&ChainLink>) -> anyhow::Result<()> {
+        // Writes are serialized here, so every entry is chained in its own transaction.
+        let link = link.context("SQLite chains audit entries in their transaction")?;
         self.connection
             .prepare_cached(
-                "INSERT INTO audit_log (at, actor, channel, operation, refund_id, status_before,
-                     status_after, amount_before, amount_after, currency, request_id, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO audit_log (seq, at, actor, channel, operation, refund_id,
+                     status_before, status_after, amount_before, amount_after, currency,
+                     request_id, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
+                link.seq,
                 entry.at,
                 entry.actor,
                 entry.channel,
@@ -476,11 +332,25 @@ impl Ledger for SqliteLedger<'_> {
                 entry.amount_after,
                 entry.currency,
                 entry.request_id,
-                prev_hash,
-                hash
+                link.prev_hash,
+                link.hash
             ])
             .context("appending to the audit trail")?;
         Ok(())
+    }
+
+    /// The only writer is the sealer.
+    fn lead_audit_sealing(&mut self) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+
+    /// Nothing is ever left unchained here.
+    fn unsealed_audit(&mut self, _limit: u32) -> anyhow::Result<Vec<(i64, AuditEntry)>> {
+        Ok(Vec::new())
+    }
+
+    fn seal_audit(&mut self, entry_id: i64, _link: &ChainLink) -> anyhow::Result<()> {
+        bail!("audit entry {entry_id} is not unchained: SQLite chains entries in their transaction")
     }
 
     fn idempotent_answer(
@@ -575,7 +445,7 @@ impl Ledger for SqliteLedger<'_> {
              WHERE o.state <> 'done' AND o.next_attempt_ms <= ?1
              ORDER BY o.next_attempt_ms, o.refund_id LIMIT ?2"
         );
-        let jobs: Vec<RefundJob> = self
+        let mut jobs: Vec<RefundJob> = self
             .connection
             .prepare_cached(&sql)?
             .query_map(params![now_ms, limit], job_from_row)?
@@ -583,12 +453,13 @@ impl Ledger for SqliteLedger<'_> {
         // A claimed send may reach the operator even if this worker dies before recording the
         // answer, so whoever takes the job after the lease asks for the status first.
         let mut lease = self.connection.prepare_cached(
-            "UPDATE outbox SET next_attempt_ms = ?2, updated_ms = ?3,
+            "UPDATE outbox SET next_attempt_ms = ?2, updated_ms = ?3, lease = lease + 1,
                  state = CASE state WHEN 'send' THEN 'query' ELSE state END
              WHERE refund_id = ?1",
         )?;
-        for job in &jobs {
+        for job in &mut jobs {
             lease.execute(params![job.refund_id, now_ms + lease_ms, now_ms])?;
+            job.lease += 1;
         }
         Ok(jobs)
     }
@@ -602,13 +473,18 @@ impl Ledger for SqliteLedger<'_> {
             .optional()?)
     }
 
-    fn record_job_step(&mut self, step: &JobStep, now_ms: i64) -> anyhow::Result<()> {
+    fn record_job_step(
+        &mut self,
+        step: &JobStep,
+        lease: Option<i64>,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
         let changed = self
             .connection
             .prepare_cached(
                 "UPDATE outbox SET state = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5,
                      updated_ms = ?6
-                 WHERE refund_id = ?1 AND state <> 'done'",
+                 WHERE refund_id = ?1 AND state <> 'done' AND (?7 IS NULL OR lease = ?7)",
             )?
             .execute(params![
                 step.refund_id,
@@ -616,12 +492,10 @@ impl Ledger for SqliteLedger<'_> {
                 step.attempts,
                 step.next_attempt_ms,
                 step.last_error,
-                now_ms
+                now_ms,
+                lease
             ])?;
-        if changed != 1 {
-            bail!("outbox job {} is missing or already done", step.refund_id);
-        }
-        Ok(())
+        Ok(changed == 1)
     }
 
     fn settle(&mut self, refund_id: MovementId, settlement: &Settlement) -> anyhow::Result<()> {
@@ -716,13 +590,13 @@ impl Ledger for SqliteLedger<'_> {
     }
 }
 
-const JOB_COLUMNS: &str = "o.refund_id, o.operator, o.state, o.attempts, o.next_attempt_ms, \
-     o.last_error, o.created_ms, p.external_transaction_id, r.amount_minor, r.currency";
+pub(super) const JOB_COLUMNS: &str = "o.refund_id, o.operator, o.state, o.attempts, o.next_attempt_ms, \
+     o.last_error, o.created_ms, p.external_transaction_id, r.amount_minor, r.currency, o.lease";
 
-const JOB_FROM: &str =
+pub(super) const JOB_FROM: &str =
     "outbox o JOIN refunds r ON r.id = o.refund_id JOIN payments p ON p.id = r.payment_id";
 
-fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RefundJob> {
+pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RefundJob> {
     let state: String = row.get(2)?;
     let state = JobState::parse(&state)
         .ok_or_else(|| conversion_error(format!("stored job state '{state}'")))?;
@@ -739,6 +613,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RefundJob> {
             minor: row.get(8)?,
             currency: currency(&row.get::<_, String>(9)?)?,
         },
+        lease: row.get(10)?,
     })
 }
 
@@ -749,302 +624,14 @@ fn ensure_one_row(changed: usize, refund_id: MovementId) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImportSummary {
-    pub payment_forms: usize,
-    pub orders: usize,
-    pub payments: usize,
-    pub returns: usize,
-    pub rmas: usize,
-}
-
-pub fn import_shop(connection: &mut Connection, shop: &ShopData) -> anyhow::Result<ImportSummary> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (index, form) in shop.payment_forms.iter().enumerate() {
-        transaction
-            .execute(
-                "INSERT INTO payment_forms (id, name) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
-                params![form.payment_form_id, form.name],
-            )
-            .with_context(|| format!("paymentForms[{index}]"))?;
-    }
-    let mut payments = 0;
-    for (order_index, order) in shop.orders.iter().enumerate() {
-        let at = || format!("orders[{order_index}] (orderId {})", order.order_id);
-        transaction
-            .execute(
-                "INSERT INTO orders (id, currency, fulfilled) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET currency = excluded.currency,
-                     fulfilled = excluded.fulfilled",
-                params![order.order_id, order.currency.code(), order.fulfilled],
-            )
-            .with_context(at)?;
-        for (payment_index, payment) in order.payments.iter().enumerate() {
-            let at = || {
-                format!(
-                    "orders[{order_index}].payments[{payment_index}] (paymentId {})",
-                    payment.payment_id
-                )
-            };
-            transaction
-                .execute(
-                    "INSERT INTO movements (id, kind) VALUES (?1, 'payment')
-                     ON CONFLICT (id) DO NOTHING",
-                    [payment.payment_id],
-                )
-                .with_context(at)?;
-            let kind: String = transaction
-                .query_row(
-                    "SELECT kind FROM movements WHERE id = ?1",
-                    [payment.payment_id],
-                    |r| r.get(0),
-                )
-                .with_context(at)?;
-            if kind != "payment" {
-                bail!("{}: paymentId is already the id of a refund", at());
-            }
-            transaction
-                .execute(
-                    "INSERT INTO payments (id, order_id, amount_minor, currency, payment_form_id,
-                         payment_system, auto_refund, external_transaction_id, paid_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (id) DO UPDATE SET order_id = excluded.order_id,
-                         amount_minor = excluded.amount_minor, currency = excluded.currency,
-                         payment_form_id = excluded.payment_form_id,
-                         payment_system = excluded.payment_system,
-                         auto_refund = excluded.auto_refund,
-                         external_transaction_id = excluded.external_transaction_id,
-                         paid_at = excluded.paid_at",
-                    params![
-                        payment.payment_id,
-                        order.order_id,
-                        payment.amount.minor,
-                        payment.amount.currency.code(),
-                        payment.payment_form_id,
-                        payment.payment_system,
-                        payment.auto_refund,
-                        payment.external_transaction_id,
-                        payment.paid_at,
-                    ],
-                )
-                .with_context(at)?;
-            payments += 1;
-        }
-    }
-    for (table, field, claims) in [
-        ("returns", "returns", &shop.returns),
-        ("rmas", "rmas", &shop.rmas),
-    ] {
-        for (index, claim) in claims.iter().enumerate() {
-            let at = || format!("{field}[{index}] (id {})", claim.id);
-            let order_currency: Option<String> = transaction
-                .query_row(
-                    "SELECT currency FROM orders WHERE id = ?1",
-                    [claim.order_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .with_context(at)?;
-            match order_currency {
-                None => bail!("{}: orderId {} is not a known order", at(), claim.order_id),
-                Some(code) if code != claim.value.currency.code() => bail!(
-                    "{}: currency {} differs from the order's currency {code}",
-                    at(),
-                    claim.value.currency
-                ),
-                Some(_) => {}
-            }
-            transaction
-                .execute(
-                    &format!(
-                        "INSERT INTO {table} (id, order_id, value_minor, currency)
-                         VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (id) DO UPDATE SET order_id = excluded.order_id,
-                             value_minor = excluded.value_minor, currency = excluded.currency"
-                    ),
-                    params![
-                        claim.id,
-                        claim.order_id,
-                        claim.value.minor,
-                        claim.value.currency.code()
-                    ],
-                )
-                .with_context(at)?;
-        }
-    }
-    transaction.commit().context("committing the import")?;
-    Ok(ImportSummary {
-        payment_forms: shop.payment_forms.len(),
-        orders: shop.orders.len(),
-        payments,
-        returns: shop.returns.len(),
-        rmas: shop.rmas.len(),
-    })
-}
-
-pub fn put_api_user(
-    connection: &mut Connection,
-    user: &ApiUser,
-    now: Timestamp,
-) -> anyhow::Result<()> {
-    connection
-        .execute(
-            "INSERT INTO api_users (login, password_sha1, scopes, created_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (login) DO UPDATE SET password_sha1 = excluded.password_sha1,
-                 scopes = excluded.scopes",
-            params![user.login, user.password_sha1_hex, user.scopes.to_list(), now],
-        )
-        .context("saving the API user")?;
-    Ok(())
-}
-
-pub fn is_empty(connection: &mut Connection) -> anyhow::Result<bool> {
-    let orders: i64 = connection.query_row("SELECT count(*) FROM orders", [], |r| r.get(0))?;
-    Ok(orders == 0)
-}
-
-type ApiKeyRow = anyhow::Result<ApiKey>;
-
-fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRow> {
-    let name: String = row.get(0)?;
-    let scopes: String = row.get(1)?;
-    let created_at = row.get(2)?;
-    let revoked_at = row.get(3)?;
-    Ok(Scopes::parse(&scopes)
-        .with_context(|| format!("stored scopes '{scopes}' of API key {name}"))
-        .map(|scopes| ApiKey {
-            name,
-            scopes,
-            created_at,
-            revoked_at,
-        }))
-}
-
-pub fn create_api_key(
-    connection: &mut Connection,
-    name: &str,
-    key_sha256: &str,
-    scopes: Scopes,
-    now: Timestamp,
-) -> anyhow::Result<()> {
-    let taken: bool = connection
-        .prepare("SELECT 1 FROM api_keys WHERE name = ?1")?
-        .exists([name])?;
-    if taken {
-        bail!("an API key named '{name}' already exists (revoked keys keep their names)");
-    }
-    connection
-        .execute(
-            "INSERT INTO api_keys (name, key_sha256, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, key_sha256, scopes.to_list(), now],
-        )
-        .context("saving the API key")?;
-    Ok(())
-}
-
-pub fn api_keys(connection: &mut Connection) -> anyhow::Result<Vec<ApiKey>> {
-    let mut statement = connection.prepare(
-        "SELECT name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, name",
-    )?;
-    let rows = statement.query_map([], api_key_from_row)?;
-    rows.map(|row| row?).collect()
-}
-
-pub fn revoke_api_key(
-    connection: &mut Connection,
-    name: &str,
-    now: Timestamp,
-) -> anyhow::Result<bool> {
-    let changed = connection.execute(
-        "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-        params![name, now],
-    )?;
-    Ok(changed == 1)
-}
-
-pub fn jobs(connection: &mut Connection, include_done: bool) -> anyhow::Result<Vec<RefundJob>> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE ?1 OR o.state <> 'done' ORDER BY o.refund_id"
-    );
-    let mut statement = connection.prepare(&sql)?;
-    let rows = statement.query_map([include_done], job_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-pub fn audit_entries(
-    connection: &mut Connection,
-    refund_id: Option<MovementId>,
-) -> anyhow::Result<Vec<ChainedEntry>> {
-    let mut statement = connection.prepare(
-        "SELECT seq, at, actor, channel, operation, refund_id, status_before, status_after,
-             amount_before, amount_after, currency, request_id, prev_hash, hash
-         FROM audit_log WHERE ?1 IS NULL OR refund_id = ?1 ORDER BY seq",
-    )?;
-    let rows = statement.query_map([refund_id], |row| {
-        Ok(ChainedEntry {
-            seq: row.get(0)?,
-            entry: AuditEntry {
-                at: row.get(1)?,
-                actor: row.get(2)?,
-                channel: row.get(3)?,
-                operation: row.get(4)?,
-                refund_id: row.get(5)?,
-                status_before: row.get(6)?,
-                status_after: row.get(7)?,
-                amount_before: row.get(8)?,
-                amount_after: row.get(9)?,
-                currency: row.get(10)?,
-                request_id: row.get(11)?,
-            },
-            prev_hash: row.get(12)?,
-            hash: row.get(13)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-pub fn backup(connection: &mut Connection, target: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(!target.exists(), "{} already exists", target.display());
-    let target = target.to_str().context("the backup path is not UTF-8")?;
-    connection
-        .execute("VACUUM INTO ?1", [target])
-        .context("copying the database")?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
-
     use super::*;
-
-    /// A write that adds payment form `id` and then succeeds, fails, or panics.
-    fn write(
-        id: i64,
-        ending: &'static str,
-        answers: mpsc::Sender<(i64, Result<(), String>)>,
-    ) -> BatchedWrite {
-        Box::new(move |connection| {
-            let outcome: Result<(), anyhow::Error> = in_savepoint(connection, |_ledger| {
-                connection.execute(
-                    "INSERT INTO payment_forms (id, name) VALUES (?1, 'x')",
-                    [id],
-                )?;
-                match ending {
-                    "fail" => Err(anyhow!("refused")),
-                    "panic" => panic!("a bug"),
-                    _ => Ok(()),
-                }
-            });
-            Box::new(move |committed| {
-                let result = committed
-                    .map_err(str::to_owned)
-                    .and(outcome.map_err(|e| e.to_string()));
-                let _ = answers.send((id, result));
-            })
-        })
-    }
+    use crate::refunds::types::SourceType;
+    use crate::shop::ShopData;
+    use crate::store::sqlite::connection::{migrate, open_reader, open_writer};
+    use crate::store::sqlite::maintenance::import_shop;
+    use crate::store::sqlite::read::in_read_transaction;
 
     /// How many times the statements prepared on `connection` were re-planned since they
     /// were prepared.
@@ -1140,117 +727,6 @@ mod tests {
             Some(reprepares(&reader)),
             after_first_round,
             "a hot read was re-planned"
-        );
-    }
-
-    /// A ledger made before the kept counts (schema 4) gets them filled from its refunds, and
-    /// the rewritten triggers go on keeping its totals.
-    #[test]
-    fn the_counts_migration_counts_the_refunds_already_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut connection = open_writer(&dir.path().join("old.db")).unwrap();
-        for migration in &MIGRATIONS[..4] {
-            connection.execute_batch(migration).unwrap();
-        }
-        connection.pragma_update(None, "user_version", 4).unwrap();
-        connection
-            .execute_batch(
-                "INSERT INTO orders (id, currency, fulfilled, paid_minor, refunded_minor)
-                 VALUES (1, 'PLN', 0, 0, 0);
-                 INSERT INTO movements (id, kind) VALUES (1, 'payment');
-                 INSERT INTO payments (id, order_id, amount_minor, currency, payment_form_id,
-                     auto_refund, paid_at)
-                 VALUES (1, 1, 100000, 'PLN', 2, 1, 0);",
-            )
-            .unwrap();
-        let statuses = ["New", "Canceled", "Processing", "New", "Completed", "New"];
-        for (index, status) in statuses.iter().enumerate() {
-            let id = 10 + index as i64;
-            connection
-                .execute(
-                    "INSERT INTO movements (id, kind) VALUES (?1, 'refund')",
-                    [id],
-                )
-                .unwrap();
-            connection
-                .execute(
-                    "INSERT INTO refunds (id, order_id, source_type, source_id, method,
-                         payment_id, amount_minor, currency, status, created_at, created_by)
-                     VALUES (?1, 1, 'order', 1, 'automatic', 1, 100, 'PLN', 'New', 0, 'x')",
-                    [id],
-                )
-                .unwrap();
-            if *status != "New" {
-                connection
-                    .execute(
-                        "UPDATE refunds SET status = ?2 WHERE id = ?1",
-                        params![id, status],
-                    )
-                    .unwrap();
-            }
-        }
-
-        migrate(&mut connection).unwrap();
-        let count = |status: &str| -> i64 {
-            connection
-                .query_row(
-                    "SELECT n FROM refund_counts WHERE source_type = 'order' AND status = ?1",
-                    [status],
-                    |row| row.get(0),
-                )
-                .unwrap()
-        };
-        assert_eq!(
-            ["New", "Processing", "Completed", "Failed", "Canceled"].map(count),
-            [3, 1, 1, 0, 1]
-        );
-        let total = || -> i64 {
-            connection
-                .query_row(
-                    "SELECT refunded_minor FROM orders WHERE id = 1",
-                    [],
-                    |row| row.get(0),
-                )
-                .unwrap()
-        };
-        assert_eq!(total(), 500, "five live refunds of 1.00");
-        connection
-            .execute("UPDATE refunds SET status = 'Canceled' WHERE id = 10", [])
-            .unwrap();
-        assert_eq!(total(), 400, "canceling releases the amount");
-        assert_eq!((count("New"), count("Canceled")), (2, 2));
-    }
-
-    #[test]
-    fn a_batch_commits_its_good_writes_and_undoes_the_others() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut connection = open_writer(&dir.path().join("batch.db")).unwrap();
-        migrate(&mut connection).unwrap();
-        let (answers, answered) = mpsc::channel();
-        let batch = vec![
-            write(10, "ok", answers.clone()),
-            write(11, "fail", answers.clone()),
-            write(12, "panic", answers.clone()),
-            write(13, "ok", answers),
-        ];
-        run_batch(&mut connection, batch);
-        let mut results: Vec<(i64, bool)> = answered
-            .iter()
-            .map(|(id, result)| (id, result.is_ok()))
-            .collect();
-        results.sort();
-        assert_eq!(results, [(10, true), (11, false), (12, false), (13, true)]);
-        let kept: Vec<i64> = connection
-            .prepare("SELECT id FROM payment_forms WHERE id >= 10 ORDER BY id")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            kept,
-            [10, 13],
-            "the failed and the panicking write left nothing behind"
         );
     }
 }
