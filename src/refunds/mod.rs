@@ -12,6 +12,8 @@ pub mod ledger;
 pub mod outbox;
 mod rules;
 #[cfg(test)]
+mod tests;
+#[cfg(test)]
 mod testutil;
 pub mod types;
 
