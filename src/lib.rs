@@ -20,4 +20,4 @@ pub mod shop;
 pub mod soap;
 pub mod store;
 
-pub use server::{Config, run};
+pub use server::{Config, run, run_on};

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome, Served};
 use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
-use crate::refunds::ledger::AuditSealing;
+use crate::refunds::ledger::{AuditSealing, LedgerStore};
 use crate::refunds::{CallbackOutcome, Policy, RefundError, RefundService};
 use crate::rest::{self, JsonReply};
 use crate::soap::envelope::{SoapVersion, XmlLimits};
@@ -60,10 +60,6 @@ pub struct Config {
     /// Whether this instance runs the outbox worker. Off, confirmed automatic refunds wait in
     /// the outbox (fixture tests use this to keep `Processing` refunds still).
     pub run_outbox: bool,
-    /// Tests only: a request to this path panics inside its handler, to prove a panic becomes
-    /// a fault and a log line rather than a dropped connection.
-    #[doc(hidden)]
-    pub panic_on_path: Option<String>,
 }
 
 impl Config {
@@ -81,7 +77,6 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             operators: OperatorsConfig::default(),
             run_outbox: true,
-            panic_on_path: None,
             require_second_approver: false,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             credentials_ttl: Duration::from_secs(1),
@@ -126,6 +121,17 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || store::open(&database))
         .await
         .context("opening the store")??;
+    run_on(listener, config, store, shutdown).await
+}
+
+/// Serves like [`run`], over a ledger store opened already (`config.database` is not opened
+/// again): the seam for another adapter of the storage port.
+pub async fn run_on(
+    listener: TcpListener,
+    config: Config,
+    store: Arc<dyn LedgerStore>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let operators = Arc::new(
         config
             .operators
@@ -460,9 +466,6 @@ impl<'a> Gate<'a> {
 
 async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
     let request_id = Some(id.to_string());
-    if app.config.panic_on_path.as_deref() == Some(request.uri().path()) {
-        panic!("a panic requested by the test configuration");
-    }
     match route_of(app, &request) {
         Route::Wsdl { address } => plain(
             StatusCode::OK,

@@ -7,7 +7,10 @@ use refunds_gateway::refunds::types::{ApiUser, Scopes};
 use refunds_gateway::refunds::{api_key_digest, password_sha1_hex};
 use refunds_gateway::shop::ShopData;
 use refunds_gateway::store::{self, Database, Maintenance};
-use refunds_gateway::{Config, run};
+use std::sync::Arc;
+
+use refunds_gateway::refunds::ledger::LedgerStore;
+use refunds_gateway::{Config, run_on};
 
 /// The gateway's command line: the binary cargo built for these tests, or the one
 /// `REFUNDS_GATEWAY_BIN` names (to run the process-level tests against a release build).
@@ -159,13 +162,14 @@ impl TestServer {
         TestServer::start_with(test_config(database)).await
     }
 
-    pub async fn start_with(config: Config) -> TestServer {
+    /// Starts the server over a store opened already (a test's own adapter of the port).
+    pub async fn start_on(config: Config, store: Arc<dyn LedgerStore>) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
         let base = format!("http://{}", listener.local_addr().expect("local address"));
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, config, async {
+        let task = tokio::spawn(run_on(listener, config, store, async {
             let _ = stop.await;
         }));
         TestServer {
@@ -173,6 +177,15 @@ impl TestServer {
             shutdown: Some(shutdown),
             task: Some(task),
         }
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let database = config.database.clone();
+        let store = tokio::task::spawn_blocking(move || store::open(&database))
+            .await
+            .expect("opening the store")
+            .expect("the store opens");
+        TestServer::start_on(config, store).await
     }
 
     /// Stops the server and waits until it has closed the store.
