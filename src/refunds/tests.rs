@@ -2,6 +2,9 @@
 //! currency, status transitions and their fault codes, the audit chain and the outbox's
 //! fencing, with no SQL anywhere.
 
+// Amounts in minor units are written `major_minor` (100_00 is 100.00 PLN).
+#![allow(clippy::inconsistent_digit_grouping)]
+
 use std::sync::Arc;
 
 use rust_decimal::Decimal;

@@ -43,7 +43,7 @@ pub struct MemoryLedger {
     pub jobs: BTreeMap<MovementId, RefundJob>,
     pub next_id: MovementId,
     next_entry_id: i64,
-    savepoints: Vec<Box<MemoryLedger>>,
+    savepoints: Vec<MemoryLedger>,
 }
 
 impl MemoryLedger {
@@ -365,7 +365,7 @@ impl Ledger for MemoryLedger {
     fn savepoint(&mut self) -> anyhow::Result<()> {
         let mut copy = self.clone();
         copy.savepoints.clear();
-        self.savepoints.push(Box::new(copy));
+        self.savepoints.push(copy);
         Ok(())
     }
 
@@ -377,7 +377,7 @@ impl Ledger for MemoryLedger {
     fn rollback_to_savepoint(&mut self) -> anyhow::Result<()> {
         let saved = self.savepoints.pop().context("no savepoint")?;
         let outer = std::mem::take(&mut self.savepoints);
-        *self = *saved;
+        *self = saved;
         self.savepoints = outer;
         Ok(())
     }
