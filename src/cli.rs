@@ -12,6 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::clock::Clock;
 use crate::clock::format_local_datetime;
 use crate::operators::OperatorsConfig;
+use crate::proof_format;
+use crate::refunds::RefundError;
+use crate::refunds::ledger::Ledger;
+use crate::refunds::proof;
 use crate::refunds::types::{ApiUser, Scopes};
 use crate::refunds::{api_key_digest, new_api_key, password_sha1_hex};
 use crate::server::Config;
@@ -102,6 +106,28 @@ enum AuditCommand {
         refund: i64,
         #[command(flatten)]
         timezone: TimezoneArg,
+    },
+    /// Prove one payment's refunds against the audit chain, or check a saved proof offline.
+    Prove {
+        #[command(flatten)]
+        database: DatabaseArg,
+        /// The payment to prove.
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        payment: Option<i64>,
+        /// Also carry the chain from this position (a head published earlier) to the head.
+        #[arg(long, conflicts_with = "file")]
+        anchor: Option<i64>,
+        /// Print the proof document (JSON) instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// Check a saved proof document without the database.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Print the chain's head (position and hash), for publishing elsewhere.
+    Head {
+        #[command(flatten)]
+        database: DatabaseArg,
     },
 }
 
@@ -463,6 +489,17 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 ),
             }
         }
+        AuditCommand::Prove {
+            database,
+            payment,
+            anchor,
+            json,
+            file,
+        } => prove(&database.db, payment, anchor, json, file.as_deref())?,
+        AuditCommand::Head { database } => {
+            let head = read_ledger(&database.db, |ledger| ledger.audit_head())?;
+            println!("{} {}", head.seq, head.hash);
+        }
         AuditCommand::Show {
             database,
             refund,
@@ -497,6 +534,68 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `work` in one read transaction of the ledger at `database`.
+fn read_ledger<T: Send + 'static>(
+    database: &Database,
+    work: impl FnMut(&mut dyn Ledger) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let store = store::open(database)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(store.scan(work));
+    store.close();
+    result
+}
+
+fn prove(
+    database: &Database,
+    payment: Option<i64>,
+    anchor: Option<i64>,
+    json: bool,
+    file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let proof = match (file, payment) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let document: serde_json::Value =
+                serde_json::from_str(&text).context("the proof is not JSON")?;
+            proof_format::from_json(&document).context("the proof document is not valid")?
+        }
+        (None, Some(payment)) => read_ledger(database, move |ledger| {
+            proof::build(ledger, payment, anchor).map_err(|error| match error {
+                RefundError::Internal(error) => error,
+                business => anyhow::anyhow!("{business}"),
+            })
+        })?,
+        (None, None) => anyhow::bail!("give --payment ID or --file PROOF.json"),
+    };
+    let verdict = proof::verify(&proof);
+    if json {
+        println!("{:#}", proof_format::to_json(&proof, &verdict));
+    } else {
+        println!(
+            "payment {}: paid {} {}, live refunds {} (ledger's running total {}), {} refund(s), head #{} {}",
+            proof.payment_id,
+            proof.paid.minor,
+            proof.paid.currency,
+            verdict.live_total_minor,
+            proof.recorded_refunded_minor,
+            proof.refunds.len(),
+            proof.head.seq,
+            proof.head.hash
+        );
+    }
+    if verdict.holds() {
+        eprintln!("proof holds: live refunds within what was paid, every audit entry recomputes");
+        Ok(())
+    } else {
+        anyhow::bail!("proof does not hold: {}", verdict.problems.join("; "))
+    }
 }
 
 fn backup(database: &Database, out: &Path) -> anyhow::Result<()> {

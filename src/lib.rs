@@ -13,6 +13,7 @@ pub mod money;
 pub mod operations;
 pub mod operators;
 pub mod outbox;
+pub mod proof_format;
 pub mod refunds;
 pub mod rest;
 pub mod server;

@@ -38,7 +38,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use super::StoredResponse;
-use super::audit::{AuditEntry, ChainLink};
+use super::audit::{AuditEntry, ChainLink, ChainedEntry};
 use super::types::{
     ApiKey, ApiUser, JobStep, LedgerCounts, MovementId, NewRefund, Order, Payment, Refund,
     RefundJob, RefundStatus, Settlement, Source, SourceFilter, SourceRef, Timestamp,
@@ -92,6 +92,15 @@ pub trait Ledger {
     fn unsealed_audit(&mut self, limit: u32) -> anyhow::Result<Vec<(i64, AuditEntry)>>;
     /// Chains the unsealed entry `entry_id` at `link`.
     fn seal_audit(&mut self, entry_id: i64, link: &ChainLink) -> anyhow::Result<()>;
+    /// Every refund ever reserved on the payment (automatic refunds drawn from it), by id.
+    fn payment_refunds(&mut self, payment_id: MovementId) -> anyhow::Result<Vec<Refund>>;
+    /// One refund's chained audit entries in chain order, and its entries not chained yet.
+    fn refund_audit(
+        &mut self,
+        refund_id: MovementId,
+    ) -> anyhow::Result<(Vec<ChainedEntry>, Vec<AuditEntry>)>;
+    /// Up to `limit` chained entries from chain position `from_seq` on, in order.
+    fn audit_chain_from(&mut self, from_seq: i64, limit: u32) -> anyhow::Result<Vec<ChainedEntry>>;
 
     /// The stored answer under an idempotency key: the request's digest and the answer.
     fn idempotent_answer(

@@ -10,6 +10,7 @@ mod credentials;
 pub mod error;
 pub mod ledger;
 pub mod outbox;
+pub mod proof;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -724,6 +725,18 @@ impl RefundService {
         } else {
             self.store.scan(page).await
         }
+    }
+
+    /// The ledger proof of one payment (see [`proof`]), read in one snapshot; with `anchor`, it
+    /// carries the chain from that position to the head.
+    pub async fn ledger_proof(
+        &self,
+        payment_id: MovementId,
+        anchor: Option<i64>,
+    ) -> Result<proof::LedgerProof, RefundError> {
+        self.store
+            .scan(move |ledger| proof::build(ledger, payment_id, anchor))
+            .await
     }
 
     /// How the store chains audit entries: a store whose writes run side by side needs

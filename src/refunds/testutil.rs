@@ -327,6 +327,44 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    fn payment_refunds(&mut self, payment_id: MovementId) -> anyhow::Result<Vec<Refund>> {
+        Ok(self
+            .refunds
+            .values()
+            .filter(|refund| refund.method == RefundMethod::Automatic { payment_id })
+            .cloned()
+            .collect())
+    }
+
+    fn refund_audit(
+        &mut self,
+        refund_id: MovementId,
+    ) -> anyhow::Result<(Vec<ChainedEntry>, Vec<AuditEntry>)> {
+        let chained = self
+            .chain
+            .iter()
+            .filter(|chained| chained.entry.refund_id == refund_id)
+            .cloned()
+            .collect();
+        let pending = self
+            .unsealed
+            .iter()
+            .filter(|(_, entry)| entry.refund_id == refund_id)
+            .map(|(_, entry)| entry.clone())
+            .collect();
+        Ok((chained, pending))
+    }
+
+    fn audit_chain_from(&mut self, from_seq: i64, limit: u32) -> anyhow::Result<Vec<ChainedEntry>> {
+        Ok(self
+            .chain
+            .iter()
+            .filter(|chained| chained.seq >= from_seq)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
     fn idempotent_answer(
         &mut self,
         caller: &str,

@@ -7,7 +7,7 @@ use super::connection::run_cached;
 use super::maintenance::api_key_from_row;
 use crate::money::{Currency, Money};
 use crate::refunds::StoredResponse;
-use crate::refunds::audit::{AuditEntry, ChainLink};
+use crate::refunds::audit::{AuditEntry, ChainLink, ChainedEntry};
 use crate::refunds::ledger::Ledger;
 use crate::refunds::types::{
     ApiKey, ApiUser, JobState, JobStep, LedgerCounts, ManualDetails, MovementId, NewRefund, Order,
@@ -353,6 +353,42 @@ impl Ledger for SqliteLedger<'_> {
         bail!("audit entry {entry_id} is not unchained: SQLite chains entries in their transaction")
     }
 
+    fn payment_refunds(&mut self, payment_id: MovementId) -> anyhow::Result<Vec<Refund>> {
+        let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = ?1 ORDER BY id");
+        let rows = self
+            .connection
+            .prepare_cached(&sql)?
+            .query_map([payment_id], refund_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every entry is chained in its transaction here, so none is pending.
+    fn refund_audit(
+        &mut self,
+        refund_id: MovementId,
+    ) -> anyhow::Result<(Vec<ChainedEntry>, Vec<AuditEntry>)> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE refund_id = ?1 ORDER BY seq");
+        let rows = self
+            .connection
+            .prepare_cached(&sql)?
+            .query_map([refund_id], chained_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok((rows, Vec::new()))
+    }
+
+    fn audit_chain_from(&mut self, from_seq: i64, limit: u32) -> anyhow::Result<Vec<ChainedEntry>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq >= ?1 ORDER BY seq LIMIT ?2");
+        let rows = self
+            .connection
+            .prepare_cached(&sql)?
+            .query_map(params![from_seq, limit], chained_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     fn idempotent_answer(
         &mut self,
         principal: &str,
@@ -588,6 +624,30 @@ impl Ledger for SqliteLedger<'_> {
             .execute([refund_id])?;
         ensure_one_row(changed, refund_id)
     }
+}
+
+pub(super) const AUDIT_COLUMNS: &str = "seq, at, actor, channel, operation, refund_id, \
+     status_before, status_after, amount_before, amount_after, currency, request_id, prev_hash, hash";
+
+pub(super) fn chained_from_row(row: &Row<'_>) -> rusqlite::Result<ChainedEntry> {
+    Ok(ChainedEntry {
+        seq: row.get(0)?,
+        entry: AuditEntry {
+            at: row.get(1)?,
+            actor: row.get(2)?,
+            channel: row.get(3)?,
+            operation: row.get(4)?,
+            refund_id: row.get(5)?,
+            status_before: row.get(6)?,
+            status_after: row.get(7)?,
+            amount_before: row.get(8)?,
+            amount_after: row.get(9)?,
+            currency: row.get(10)?,
+            request_id: row.get(11)?,
+        },
+        prev_hash: row.get(12)?,
+        hash: row.get(13)?,
+    })
 }
 
 pub(super) const JOB_COLUMNS: &str = "o.refund_id, o.operator, o.state, o.attempts, o.next_attempt_ms, \

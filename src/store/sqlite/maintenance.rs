@@ -7,9 +7,9 @@ use anyhow::{Context as _, bail};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::connection::{migrate, open_writer};
-use super::ledger::{JOB_COLUMNS, JOB_FROM, job_from_row};
+use super::ledger::{AUDIT_COLUMNS, JOB_COLUMNS, JOB_FROM, chained_from_row, job_from_row};
 use crate::clock::Timestamp;
-use crate::refunds::audit::{AuditEntry, ChainedEntry};
+use crate::refunds::audit::ChainedEntry;
 use crate::refunds::types::{ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
 use crate::store::{ImportSummary, Maintenance};
@@ -294,31 +294,11 @@ pub fn audit_entries(
     connection: &mut Connection,
     refund_id: Option<MovementId>,
 ) -> anyhow::Result<Vec<ChainedEntry>> {
-    let mut statement = connection.prepare(
-        "SELECT seq, at, actor, channel, operation, refund_id, status_before, status_after,
-             amount_before, amount_after, currency, request_id, prev_hash, hash
-         FROM audit_log WHERE ?1 IS NULL OR refund_id = ?1 ORDER BY seq",
-    )?;
-    let rows = statement.query_map([refund_id], |row| {
-        Ok(ChainedEntry {
-            seq: row.get(0)?,
-            entry: AuditEntry {
-                at: row.get(1)?,
-                actor: row.get(2)?,
-                channel: row.get(3)?,
-                operation: row.get(4)?,
-                refund_id: row.get(5)?,
-                status_before: row.get(6)?,
-                status_after: row.get(7)?,
-                amount_before: row.get(8)?,
-                amount_after: row.get(9)?,
-                currency: row.get(10)?,
-                request_id: row.get(11)?,
-            },
-            prev_hash: row.get(12)?,
-            hash: row.get(13)?,
-        })
-    })?;
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE ?1 IS NULL OR refund_id = ?1 ORDER BY seq"
+    );
+    let mut statement = connection.prepare(&sql)?;
+    let rows = statement.query_map([refund_id], chained_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -1,0 +1,228 @@
+//! The ledger proof of a payment: `audit prove` (and `audit head`) against a ledger the server
+//! wrote, a saved proof checked offline, and tampering found both in the database and in a
+//! saved document.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::support::{TEST_API_KEY, TestDatabase, TestServer, client, gateway, rest_request};
+
+/// PayU payment 11 (200.00 PLN) of order 2001 in the test shop.
+const PAYMENT: i64 = 11;
+
+async fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    operation: &str,
+    params: Value,
+) -> Value {
+    let response = rest_request(
+        &client(),
+        &server.base,
+        TEST_API_KEY,
+        method,
+        operation,
+        &params,
+    )
+    .send()
+    .await
+    .expect("send");
+    assert_eq!(response.status(), 200, "{operation}");
+    response.json().await.expect("JSON")
+}
+
+/// Two automatic refunds on `PAYMENT`, one confirmed and one cancelled, and a manual one on the
+/// same order (not drawn from the payment, so not in its proof).
+async fn refunds_on_the_payment(database: &Path) -> (i64, i64) {
+    let server = TestServer::start(database).await;
+    let add = |value: &str| json!({"sourceId": 2001, "paymentId": PAYMENT, "refundValue": value, "refundCurrency": "PLN"});
+    let post = reqwest::Method::POST;
+    let first = call(
+        &server,
+        post.clone(),
+        "addAutomaticRefundForOrder",
+        add("30.00"),
+    )
+    .await;
+    let second = call(
+        &server,
+        post.clone(),
+        "addAutomaticRefundForOrder",
+        add("45.50"),
+    )
+    .await;
+    let manual = json!({"sourceType": "order", "sourceId": 2001, "refundValue": "5.00",
+        "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}});
+    call(&server, post, "addManualRefund", manual).await;
+    let first = first["result"]["refundId"].as_i64().expect("id");
+    let second = second["result"]["refundId"].as_i64().expect("id");
+    let at = |id: i64| json!({"sourceType": "order", "sourceId": 2001, "paymentId": id});
+    call(&server, reqwest::Method::PUT, "confirmRefund", at(first)).await;
+    call(&server, reqwest::Method::PUT, "cancelRefund", at(second)).await;
+    server.stop().await;
+    (first, second)
+}
+
+fn audit(database: &Path, args: &[&str]) -> std::process::Output {
+    gateway()
+        .arg("audit")
+        .args(args)
+        .arg("--db")
+        .arg(database)
+        .output()
+        .expect("run audit")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_payments_proof_holds_offline_and_tampering_breaks_it() {
+    let database = TestDatabase::with_test_shop();
+    let (confirmed, cancelled) = refunds_on_the_payment(&database.path).await;
+
+    let head = audit(&database.path, &["head"]);
+    assert!(head.status.success());
+    let head = stdout(&head);
+    let (head_seq, head_hash) = head.trim().split_once(' ').expect("seq and hash");
+    assert_eq!(head_seq, "5", "three adds, a confirm and a cancel");
+    assert_eq!(head_hash.len(), 64);
+
+    let proved = audit(&database.path, &["prove", "--payment", "11", "--json"]);
+    assert!(
+        proved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&proved.stderr)
+    );
+    let document: Value = serde_json::from_str(&stdout(&proved)).expect("the proof is JSON");
+    assert_eq!(document["format"], "refunds-gateway/ledger-proof/1");
+    assert_eq!(document["paid"], json!({"minor": 20000, "currency": "PLN"}));
+    assert_eq!(document["head"]["hash"], head_hash);
+    let refunds = document["refunds"].as_array().expect("refunds");
+    let ids: Vec<i64> = refunds
+        .iter()
+        .map(|r| r["refundId"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [confirmed, cancelled],
+        "only the refunds drawn from payment 11"
+    );
+    let steps = |index: usize| -> Vec<String> {
+        refunds[index]["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|step| {
+                step["entry"]["statusAfter"]
+                    .as_str()
+                    .expect("status")
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(steps(0), ["New", "Processing"]);
+    assert_eq!(steps(1), ["New", "Canceled"]);
+    assert_eq!(document["verdict"]["holds"], true);
+    assert_eq!(
+        document["verdict"]["liveTotalMinor"], 3000,
+        "the cancelled one is released"
+    );
+
+    // Saved and checked without the database.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = dir.path().join("proof.json");
+    std::fs::write(&saved, stdout(&proved)).expect("save");
+    let offline = |file: &Path| {
+        gateway()
+            .args([
+                "audit",
+                "prove",
+                "--db",
+                "/nonexistent/never-opened.db",
+                "--file",
+            ])
+            .arg(file)
+            .output()
+            .expect("run")
+    };
+    assert!(offline(&saved).status.success());
+
+    // A document whose history was edited no longer recomputes.
+    let mut edited = document.clone();
+    edited["refunds"][0]["history"][0]["entry"]["amountAfter"] = json!(1);
+    let edited_file = dir.path().join("edited.json");
+    std::fs::write(&edited_file, edited.to_string()).expect("save");
+    let refused = offline(&edited_file);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not match its hash"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Nor does one that hides a live refund (the running total then disagrees).
+    let mut hidden = document.clone();
+    hidden["refunds"].as_array_mut().expect("refunds").remove(0);
+    let hidden_file = dir.path().join("hidden.json");
+    std::fs::write(&hidden_file, hidden.to_string()).expect("save");
+    assert!(!offline(&hidden_file).status.success());
+
+    // An anchor: the head published before a later change is still in the chain.
+    let server = TestServer::start(&database.path).await;
+    let more = json!({"sourceId": 2001, "paymentId": PAYMENT, "refundValue": "1.00", "refundCurrency": "PLN"});
+    call(
+        &server,
+        reqwest::Method::POST,
+        "addAutomaticRefundForOrder",
+        more,
+    )
+    .await;
+    server.stop().await;
+    let anchored = audit(
+        &database.path,
+        &["prove", "--payment", "11", "--json", "--anchor", head_seq],
+    );
+    assert!(anchored.status.success());
+    let anchored: Value = serde_json::from_str(&stdout(&anchored)).expect("JSON");
+    assert_eq!(anchored["anchor"]["hash"], head_hash, "the published head");
+    assert_eq!(
+        anchored["anchor"]["entries"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(anchored["verdict"]["anchorInChain"], true);
+    let mut forged = anchored.clone();
+    forged["anchor"]["hash"] = json!("0".repeat(64));
+    let forged_file = dir.path().join("forged.json");
+    std::fs::write(&forged_file, forged.to_string()).expect("save");
+    assert!(
+        !offline(&forged_file).status.success(),
+        "a head not in the chain"
+    );
+
+    // Someone with the database file edits an audit amount: the proof's verdict is false.
+    let ledger = rusqlite::Connection::open(&database.path).expect("open");
+    ledger
+        .execute_batch(
+            "DROP TRIGGER audit_never_updated; UPDATE audit_log SET amount_after = 100 WHERE seq = 1;",
+        )
+        .expect("tamper");
+    let after = audit(&database.path, &["prove", "--payment", "11", "--json"]);
+    assert!(!after.status.success());
+    let after: Value = serde_json::from_str(&stdout(&after)).expect("still a JSON proof");
+    assert_eq!(after["verdict"]["holds"], false);
+    assert_eq!(after["verdict"]["hashesRecompute"], false);
+}
+
+#[tokio::test]
+async fn a_proof_of_something_that_is_not_a_payment_says_so() {
+    let database = TestDatabase::with_test_shop();
+    let output = audit(&database.path, &["prove", "--payment", "999999"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("999999 is not a payment"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
