@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 
 use super::StoredResponse;
 use super::audit::{AuditEntry, ChainLink, ChainedEntry};
+use super::events::{Delivery, DeliveryStep, RefundEvent};
 use super::types::{
     ApiKey, ApiUser, JobStep, LedgerCounts, MovementId, NewRefund, Order, Payment, Refund,
     RefundJob, RefundStatus, Settlement, Source, SourceFilter, SourceRef, Timestamp,
@@ -127,6 +128,27 @@ pub trait Ledger {
     fn savepoint(&mut self) -> anyhow::Result<()>;
     fn release_savepoint(&mut self) -> anyhow::Result<()>;
     fn rollback_to_savepoint(&mut self) -> anyhow::Result<()>;
+
+    /// Whether any webhook endpoint is enabled (events are written only then).
+    fn wants_events(&mut self) -> anyhow::Result<bool>;
+    /// Stores `event` and queues a delivery to every enabled endpoint subscribed to its type.
+    fn add_event(&mut self, event: &RefundEvent, now_ms: i64) -> anyhow::Result<()>;
+    /// Claims up to `limit` deliveries due at `now_ms` under a new fencing token each, leased
+    /// until `now_ms + lease_ms`. Per endpoint and refund only the oldest pending one is due,
+    /// so a receiver sees a refund's events in order. Exclusive, like outbox jobs.
+    fn claim_deliveries(
+        &mut self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<Delivery>>;
+    /// Records an attempt's step if `lease` is still the delivery's token; `false` otherwise.
+    fn record_delivery(
+        &mut self,
+        step: &DeliveryStep,
+        lease: i64,
+        now_ms: i64,
+    ) -> anyhow::Result<bool>;
 
     /// Adds the outbox job that sends a just-confirmed automatic refund to `operator`.
     fn enqueue_job(

@@ -8,6 +8,7 @@
 pub mod audit;
 mod credentials;
 pub mod error;
+pub mod events;
 pub mod ledger;
 pub mod outbox;
 pub mod proof;

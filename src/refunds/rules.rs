@@ -4,6 +4,7 @@
 use std::cmp::min;
 
 use super::audit::{self, AuditEntry};
+use super::events::RefundEvent;
 use super::ledger::{AuditSealing, Ledger};
 use super::outbox::OperatorRouting;
 use super::types::{
@@ -66,6 +67,15 @@ pub(super) fn append(
         request_id: change.caller.request_id.clone(),
     };
     audit::append(ledger, change.sealing, &entry)?;
+    // The shop's webhooks learn of the step in the same transaction (when any are subscribed).
+    if ledger.wants_events()? {
+        let refund = ledger
+            .refund(refund_id)?
+            .ok_or_else(|| anyhow::anyhow!("refund {refund_id} vanished in its transaction"))?;
+        for event in RefundEvent::of_step(&refund, &entry)? {
+            ledger.add_event(&event, system_millis())?;
+        }
+    }
     Ok(())
 }
 

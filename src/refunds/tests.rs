@@ -459,3 +459,58 @@ impl<T: std::fmt::Debug> Code for Answer<T> {
         fault(self)
     }
 }
+
+#[tokio::test]
+async fn each_change_writes_its_events_in_its_transaction() {
+    let mut ledger = shop();
+    ledger.events_wanted = true;
+    let store = Arc::new(MemoryStore::new(ledger, AuditSealing::InTransaction));
+    let s = Setup {
+        service: RefundService::new(
+            store.clone(),
+            Clock::Fixed(1_700_000_000),
+            chrono_tz::Europe::Warsaw,
+            Policy::new(OperatorRouting::single("sandbox")),
+        ),
+        store,
+    };
+    let manual = fresh(s.manual("clerk", order_source(), "5.00").await).expect("added");
+    fresh(s.update(manual, "4.00").await).expect("updated");
+    fresh(s.confirm("clerk", manual).await).expect("confirmed");
+    let automatic = fresh(s.automatic(CARD, "7.00").await).expect("added");
+    fresh(s.cancel(automatic).await).expect("canceled");
+    assert_eq!(s.automatic(CARD, "1000.00").await.code(), 4003);
+    let ledger = s.store.snapshot();
+    let seen: Vec<(MovementId, &str, &str)> = ledger
+        .events
+        .iter()
+        .map(|event| (event.refund_id, event.kind.as_str(), event.status.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (manual, "refund.created", "New"),
+            (manual, "refund.updated", "New"),
+            (manual, "refund.confirmed", "Completed"),
+            (manual, "refund.completed", "Completed"),
+            (automatic, "refund.created", "New"),
+            (automatic, "refund.canceled", "Canceled"),
+        ],
+        "the refused add left no event"
+    );
+    let confirmed = &ledger.events[2];
+    assert_eq!(confirmed.amount, pln(4_00));
+    assert_eq!(
+        (confirmed.channel.as_str(), confirmed.caller.as_str()),
+        ("rest", "clerk")
+    );
+    assert_eq!(ledger.events[4].payment_id, Some(CARD));
+    let mut ids: Vec<&str> = ledger
+        .events
+        .iter()
+        .map(|event| event.id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "every event has its own id");
+}

@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail, ensure};
 
 use super::StoredResponse;
 use super::audit::{AuditEntry, ChainLink, ChainedEntry};
+use super::events::{Delivery, DeliveryStep, RefundEvent};
 use super::ledger::{AuditSealing, Ledger, LedgerFuture, LedgerStore, LedgerWork};
 use super::types::{
     ApiKey, ApiUser, JobState, JobStep, LedgerCounts, MovementId, NewRefund, Order, Payment,
@@ -42,6 +43,9 @@ pub struct MemoryLedger {
     pub answers: HashMap<(String, String), (String, StoredResponse, Timestamp)>,
     pub jobs: BTreeMap<MovementId, RefundJob>,
     pub next_id: MovementId,
+    /// Whether a webhook endpoint is subscribed (events are kept only then), and the events.
+    pub events_wanted: bool,
+    pub events: Vec<RefundEvent>,
     next_entry_id: i64,
     savepoints: Vec<MemoryLedger>,
 }
@@ -268,6 +272,8 @@ impl Ledger for MemoryLedger {
                     ((*status).to_owned(), n as i64)
                 })
                 .collect(),
+            webhook_pending: 0,
+            webhook_oldest_pending_ms: None,
             outbox_pending: self
                 .jobs
                 .values()
@@ -418,6 +424,34 @@ impl Ledger for MemoryLedger {
         *self = saved;
         self.savepoints = outer;
         Ok(())
+    }
+
+    fn wants_events(&mut self) -> anyhow::Result<bool> {
+        Ok(self.events_wanted)
+    }
+
+    fn add_event(&mut self, event: &RefundEvent, _now_ms: i64) -> anyhow::Result<()> {
+        self.events.push(event.clone());
+        Ok(())
+    }
+
+    /// Deliveries are the webhook worker's, tested against the real adapters.
+    fn claim_deliveries(
+        &mut self,
+        _now_ms: i64,
+        _lease_ms: i64,
+        _limit: u32,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        Ok(Vec::new())
+    }
+
+    fn record_delivery(
+        &mut self,
+        _step: &DeliveryStep,
+        _lease: i64,
+        _now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        Ok(false)
     }
 
     fn enqueue_job(

@@ -341,4 +341,7 @@ pub struct LedgerCounts {
     /// Every status, with zero for those no refund has.
     pub refunds_by_status: Vec<(String, i64)>,
     pub outbox_pending: i64,
+    /// Webhook deliveries not delivered yet, and when the oldest of them was queued.
+    pub webhook_pending: i64,
+    pub webhook_oldest_pending_ms: Option<i64>,
 }

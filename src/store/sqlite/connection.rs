@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_triggers_without_in_lists.sql"),
     include_str!("migrations/0007_outbox_lease.sql"),
     include_str!("migrations/0008_refunds_by_payment.sql"),
+    include_str!("migrations/0009_webhooks.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {

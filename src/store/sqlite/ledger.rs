@@ -8,6 +8,9 @@ use super::maintenance::api_key_from_row;
 use crate::money::{Currency, Money};
 use crate::refunds::StoredResponse;
 use crate::refunds::audit::{AuditEntry, ChainLink, ChainedEntry};
+use crate::refunds::events::{
+    Delivery, DeliveryState, DeliveryStep, EventType, RefundEvent, WebhookEndpoint,
+};
 use crate::refunds::ledger::Ledger;
 use crate::refunds::types::{
     ApiKey, ApiUser, JobState, JobStep, LedgerCounts, ManualDetails, MovementId, NewRefund, Order,
@@ -288,9 +291,17 @@ impl Ledger for SqliteLedger<'_> {
             .connection
             .prepare_cached("SELECT count(*) FROM outbox WHERE state <> 'done'")?
             .query_row([], |row| row.get(0))?;
+        let (webhook_pending, webhook_oldest_pending_ms) = self
+            .connection
+            .prepare_cached(
+                "SELECT count(*), min(created_ms) FROM webhook_deliveries WHERE state = 'pending'",
+            )?
+            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(LedgerCounts {
             refunds_by_status,
             outbox_pending,
+            webhook_pending,
+            webhook_oldest_pending_ms,
         })
     }
 
@@ -452,6 +463,130 @@ impl Ledger for SqliteLedger<'_> {
         run_cached(self.connection, "ROLLBACK TO operation")?;
         run_cached(self.connection, "RELEASE operation")?;
         Ok(())
+    }
+
+    fn wants_events(&mut self) -> anyhow::Result<bool> {
+        Ok(self
+            .connection
+            .prepare_cached("SELECT 1 FROM webhook_endpoints WHERE enabled = 1 LIMIT 1")?
+            .exists([])?)
+    }
+
+    fn add_event(&mut self, event: &RefundEvent, now_ms: i64) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO webhook_events (event_id, type, created_at, refund_id, source_type,
+                     source_id, payment_id, status, amount_minor, currency, date_add,
+                     date_confirm, external_id, channel, caller)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?
+            .execute(params![
+                event.id,
+                event.kind.as_str(),
+                event.created,
+                event.refund_id,
+                event.source.source_type.as_str(),
+                event.source.id,
+                event.payment_id,
+                event.status.as_str(),
+                event.amount.minor,
+                event.amount.currency.code(),
+                event.date_add,
+                event.date_confirm,
+                event.external_id,
+                event.channel,
+                event.caller,
+            ])
+            .context("storing a refund event")?;
+        let seq = self.connection.last_insert_rowid();
+        self.connection
+            .prepare_cached(
+                "INSERT INTO webhook_deliveries (endpoint_id, event_seq, refund_id, state,
+                     next_attempt_ms, created_ms)
+                 SELECT id, ?1, ?2, 'pending', ?4, ?4 FROM webhook_endpoints
+                 WHERE enabled = 1 AND instr(',' || events || ',', ',' || ?3 || ',') > 0",
+            )?
+            .execute(params![seq, event.refund_id, event.kind.as_str(), now_ms])
+            .context("queueing webhook deliveries")?;
+        Ok(())
+    }
+
+    fn claim_deliveries(
+        &mut self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM}
+             WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 AND e.enabled = 1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                               WHERE p.state = 'pending' AND p.endpoint_id = d.endpoint_id
+                                 AND p.refund_id = d.refund_id AND p.event_seq < d.event_seq)
+             ORDER BY d.next_attempt_ms, d.id LIMIT ?2"
+        );
+        let mut deliveries: Vec<Delivery> = self
+            .connection
+            .prepare_cached(&sql)?
+            .query_map(params![now_ms, limit], delivery_from_row)?
+            .collect::<Result<_, _>>()?;
+        let mut lease = self.connection.prepare_cached(
+            "UPDATE webhook_deliveries SET next_attempt_ms = ?2, lease = lease + 1 WHERE id = ?1",
+        )?;
+        for delivery in &mut deliveries {
+            lease.execute(params![delivery.id, now_ms + lease_ms])?;
+            delivery.lease += 1;
+        }
+        Ok(deliveries)
+    }
+
+    fn record_delivery(
+        &mut self,
+        step: &DeliveryStep,
+        lease: i64,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let delivered = (step.state == DeliveryState::Delivered).then_some(now_ms);
+        let changed = self
+            .connection
+            .prepare_cached(
+                "UPDATE webhook_deliveries SET state = ?2, attempts = ?3, next_attempt_ms = ?4,
+                     last_status = ?5, last_error = ?6, delivered_ms = ?7
+                 WHERE id = ?1 AND lease = ?8 AND state = 'pending'",
+            )?
+            .execute(params![
+                step.delivery_id,
+                step.state.as_str(),
+                step.attempts,
+                step.next_attempt_ms,
+                step.last_status,
+                step.last_error,
+                delivered,
+                lease
+            ])?;
+        if changed != 1 {
+            return Ok(false);
+        }
+        if delivered.is_some() {
+            self.connection
+                .prepare_cached(
+                    "UPDATE webhook_endpoints SET last_success_ms = ?2
+                     WHERE id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = ?1)",
+                )?
+                .execute(params![step.delivery_id, now_ms])?;
+        }
+        if step.disable_endpoint {
+            self.connection
+                .prepare_cached(
+                    "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?2
+                     WHERE id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = ?1)",
+                )?
+                .execute(params![
+                    step.delivery_id,
+                    "no delivery succeeded for the whole retry window"
+                ])?;
+        }
+        Ok(true)
     }
 
     fn enqueue_job(
@@ -647,6 +782,61 @@ pub(super) fn chained_from_row(row: &Row<'_>) -> rusqlite::Result<ChainedEntry> 
         },
         prev_hash: row.get(12)?,
         hash: row.get(13)?,
+    })
+}
+
+pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.attempts, d.created_ms, d.lease, \
+     e.id, e.url, e.secret, e.created_ms, e.last_success_ms, \
+     v.event_id, v.type, v.created_at, v.refund_id, v.source_type, v.source_id, v.payment_id, \
+     v.status, v.amount_minor, v.currency, v.date_add, v.date_confirm, v.external_id, v.channel, \
+     v.caller";
+
+pub(super) const DELIVERY_FROM: &str = "webhook_deliveries d \
+     JOIN webhook_endpoints e ON e.id = d.endpoint_id JOIN webhook_events v ON v.seq = d.event_seq";
+
+pub(super) fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let kind: String = row.get(10)?;
+    let kind = EventType::parse(&kind)
+        .ok_or_else(|| conversion_error(format!("stored event type '{kind}'")))?;
+    let source_type: String = row.get(13)?;
+    let source_type = SourceType::parse(&source_type)
+        .ok_or_else(|| conversion_error(format!("stored source type '{source_type}'")))?;
+    let status: String = row.get(16)?;
+    let status = RefundStatus::parse(&status)
+        .ok_or_else(|| conversion_error(format!("stored refund status '{status}'")))?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        attempts: row.get(1)?,
+        created_ms: row.get(2)?,
+        lease: row.get(3)?,
+        endpoint: WebhookEndpoint {
+            id: row.get(4)?,
+            url: row.get(5)?,
+            secret: row.get(6)?,
+            created_ms: row.get(7)?,
+            last_success_ms: row.get(8)?,
+        },
+        event: RefundEvent {
+            id: row.get(9)?,
+            kind,
+            created: row.get(11)?,
+            refund_id: row.get(12)?,
+            source: SourceRef {
+                source_type,
+                id: row.get(14)?,
+            },
+            payment_id: row.get(15)?,
+            status,
+            amount: Money {
+                minor: row.get(17)?,
+                currency: currency(&row.get::<_, String>(18)?)?,
+            },
+            date_add: row.get(19)?,
+            date_confirm: row.get(20)?,
+            external_id: row.get(21)?,
+            channel: row.get(22)?,
+            caller: row.get(23)?,
+        },
     })
 }
 
