@@ -22,6 +22,8 @@ use crate::server::Config;
 use crate::shop::ShopData;
 use crate::store::{self, Database};
 
+mod webhook;
+
 /// The demo shop `serve --demo` loads into an empty database.
 pub const DEMO_SHOP: &str = include_str!("../fixtures/demo-shop.json");
 
@@ -88,6 +90,11 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// The shop's webhooks: signed refund events POSTed to its endpoints.
+    Webhook {
+        #[command(subcommand)]
+        command: webhook::WebhookCommand,
     },
 }
 
@@ -209,6 +216,18 @@ struct ServeArgs {
     /// Payment operators file (TOML); without it every refund goes to the sandbox.
     #[arg(long, env = "REFUNDS_OPERATORS")]
     operators: Option<PathBuf>,
+    /// Deliver webhooks also over plain http and to private, loopback and link-local
+    /// addresses (development and tests; never in production).
+    #[arg(long)]
+    allow_private_webhooks: bool,
+    /// First wait before a failed webhook delivery is tried again, in milliseconds; it doubles
+    /// each time up to an hour (±20% jitter), for up to three days.
+    #[arg(long, default_value_t = 5000)]
+    webhook_retry_base_ms: u64,
+    /// How long a webhook receiver has to answer, in milliseconds (a delivery in flight when
+    /// the service stops is tried again this long plus five seconds later).
+    #[arg(long, default_value_t = 10000)]
+    webhook_timeout_ms: u64,
     #[command(flatten)]
     timezone: TimezoneArg,
 }
@@ -254,6 +273,7 @@ pub fn main() -> ExitCode {
                 },
         } => add_user(&database.db, &login, &password, &scope),
         Command::Key { command } => key(command),
+        Command::Webhook { command } => webhook::run(command),
         Command::Audit { command } => audit(command),
         Command::Backup { database, out } => backup(&database.db, &out),
         Command::Outbox {
@@ -310,6 +330,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(path) = &args.operators {
             config.operators = OperatorsConfig::load(path)?;
         }
+        config.webhooks.allow_private = args.allow_private_webhooks;
+        config.webhooks.policy.base_ms = i64::try_from(args.webhook_retry_base_ms.max(1)).unwrap_or(i64::MAX);
+        config.webhooks = config
+            .webhooks
+            .with_timeout(std::time::Duration::from_millis(args.webhook_timeout_ms.max(1)));
         config.public_url = args.public_url;
         config.timezone = timezone;
         config.clock = Clock::System;

@@ -20,5 +20,6 @@ pub mod server;
 pub mod shop;
 pub mod soap;
 pub mod store;
+pub mod webhooks;
 
 pub use server::{Config, run, run_on};

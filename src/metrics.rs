@@ -26,6 +26,11 @@ struct FaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -68,6 +73,9 @@ pub struct Metrics {
     latency: Family<FaceLabels, Histogram>,
     outbox_depth: Gauge,
     refunds: Family<StatusLabels, Gauge>,
+    webhook_deliveries: Family<DeliveryLabels, Counter>,
+    webhook_queue_depth: Gauge,
+    webhook_oldest_pending_seconds: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,12 +110,33 @@ impl Metrics {
         );
         let refunds = Family::<StatusLabels, Gauge>::default();
         registry.register("refunds", "Refunds by status", refunds.clone());
+        let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retry, failed)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_queue_depth = Gauge::default();
+        registry.register(
+            "webhook_queue_depth",
+            "Webhook deliveries not delivered yet",
+            webhook_queue_depth.clone(),
+        );
+        let webhook_oldest_pending_seconds = Gauge::default();
+        registry.register(
+            "webhook_oldest_pending_seconds",
+            "Age of the oldest webhook delivery not delivered yet (0 when none)",
+            webhook_oldest_pending_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             outbox_depth,
             refunds,
+            webhook_deliveries,
+            webhook_queue_depth,
+            webhook_oldest_pending_seconds,
         }
     }
 
@@ -123,9 +152,22 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition format, with the ledger's counts as of now.
-    pub fn render(&self, counts: &LedgerCounts) -> String {
+    /// Counts one webhook delivery attempt: `delivered`, `retry` or `failed`.
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&DeliveryLabels { outcome })
+            .inc();
+    }
+
+    /// The text exposition format, with the ledger's counts as of `now_ms`.
+    pub fn render(&self, counts: &LedgerCounts, now_ms: i64) -> String {
         self.outbox_depth.set(counts.outbox_pending);
+        self.webhook_queue_depth.set(counts.webhook_pending);
+        self.webhook_oldest_pending_seconds.set(
+            counts
+                .webhook_oldest_pending_ms
+                .map_or(0, |queued| (now_ms - queued).max(0) / 1000),
+        );
         for (status, count) in &counts.refunds_by_status {
             self.refunds
                 .get_or_create(&StatusLabels {

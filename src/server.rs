@@ -60,6 +60,8 @@ pub struct Config {
     /// Whether this instance runs the outbox worker. Off, confirmed automatic refunds wait in
     /// the outbox (fixture tests use this to keep `Processing` refunds still).
     pub run_outbox: bool,
+    /// How refund events reach the shop's webhook endpoints.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl Config {
@@ -77,6 +79,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             operators: OperatorsConfig::default(),
             run_outbox: true,
+            webhooks: crate::webhooks::WebhookConfig::default(),
             require_second_approver: false,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             credentials_ttl: Duration::from_secs(1),
@@ -102,7 +105,7 @@ pub fn tune_allocator() {
 
 struct App {
     service: RefundService,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     operators: Arc<Operators>,
     config: Config,
     next_request_id: AtomicU64,
@@ -160,13 +163,23 @@ pub async fn run_on(
             },
         ))
     });
+    let metrics = Arc::new(Metrics::new());
+    let (stop_webhooks, webhooks_stopped) = tokio::sync::oneshot::channel::<()>();
+    let webhooks = tokio::spawn(crate::webhooks::run(
+        service.clone(),
+        config.webhooks,
+        metrics.clone(),
+        async {
+            let _ = webhooks_stopped.await;
+        },
+    ));
     let housekeeping = tokio::spawn(housekeeping(service.clone()));
     let sealer = (service.audit_sealing() == AuditSealing::ByLeader)
         .then(|| tokio::spawn(seal_audit(service.clone())));
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
-        metrics: Metrics::new(),
+        metrics,
         operators,
         config,
         next_request_id: AtomicU64::new(1),
@@ -218,6 +231,8 @@ pub async fn run_on(
     if let Some(worker) = worker {
         let _ = worker.await;
     }
+    let _ = stop_webhooks.send(());
+    let _ = webhooks.await;
     if tokio::time::timeout(app.config.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
@@ -480,7 +495,7 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
             Ok(counts) => plain(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                app.metrics.render(&counts),
+                app.metrics.render(&counts, crate::clock::system_millis()),
             ),
             Err(error) => ledger_unavailable(&error, "metrics"),
         },

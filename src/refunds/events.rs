@@ -206,7 +206,7 @@ impl Default for DeliveryPolicy {
             base_ms: 5_000,
             cap_ms: 3_600_000,
             give_up_after_ms: 3 * 24 * 3_600_000,
-            lease_ms: 60_000,
+            lease_ms: 15_000,
         }
     }
 }

@@ -728,6 +728,30 @@ impl RefundService {
         }
     }
 
+    /// Claims the webhook deliveries due now (see `Ledger::claim_deliveries`).
+    pub async fn claim_deliveries(
+        &self,
+        policy: events::DeliveryPolicy,
+        limit: u32,
+    ) -> Result<Vec<events::Delivery>, RefundError> {
+        let now_ms = system_millis();
+        self.store
+            .write(move |ledger| Ok(ledger.claim_deliveries(now_ms, policy.lease_ms, limit)?))
+            .await
+    }
+
+    /// Records one delivery attempt; `false` when a newer claim owns the delivery.
+    pub async fn record_delivery(
+        &self,
+        lease: i64,
+        step: events::DeliveryStep,
+    ) -> Result<bool, RefundError> {
+        let now_ms = system_millis();
+        self.store
+            .write(move |ledger| Ok(ledger.record_delivery(&step, lease, now_ms)?))
+            .await
+    }
+
     /// The ledger proof of one payment (see [`proof`]), read in one snapshot; with `anchor`, it
     /// carries the chain from that position to the head.
     pub async fn ledger_proof(

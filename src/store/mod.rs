@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::refunds::audit::ChainedEntry;
+use crate::refunds::events::EventType;
 use crate::refunds::ledger::LedgerStore;
 use crate::refunds::types::{ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
@@ -117,6 +118,56 @@ pub trait Maintenance {
     fn jobs(&mut self, include_done: bool) -> anyhow::Result<Vec<RefundJob>>;
     /// Whether the shop has no orders yet (the demo data is loaded only into an empty shop).
     fn is_empty(&mut self) -> anyhow::Result<bool>;
+
+    /// Adds a webhook endpoint; returns its id.
+    fn add_webhook(
+        &mut self,
+        url: &str,
+        events: &[EventType],
+        secret: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<i64>;
+    fn webhooks(&mut self) -> anyhow::Result<Vec<WebhookInfo>>;
+    /// Removes an endpoint and its deliveries; `false` if there is none with that id.
+    fn remove_webhook(&mut self, id: i64) -> anyhow::Result<bool>;
+    /// Deliveries, newest first (at most `limit`), of one endpoint or all, or only failed ones.
+    fn webhook_deliveries(
+        &mut self,
+        endpoint: Option<i64>,
+        failed_only: bool,
+        limit: u32,
+    ) -> anyhow::Result<Vec<DeliveryInfo>>;
+    /// Queues an event's deliveries again, from the start; returns how many.
+    fn redeliver(&mut self, event_id: &str, now_ms: i64) -> anyhow::Result<usize>;
+}
+
+/// A webhook endpoint as `webhook list` shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookInfo {
+    pub id: i64,
+    pub url: String,
+    pub events: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created_ms: i64,
+    pub last_success_ms: Option<i64>,
+    pub pending: i64,
+}
+
+/// One delivery as `webhook deliveries` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    pub id: i64,
+    pub endpoint_id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub refund_id: i64,
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_ms: Option<i64>,
 }
 
 /// A PostgreSQL URL without its password, for logs and messages.

@@ -5,9 +5,8 @@
 //! Runs the binary cargo built for the tests; `REFUNDS_GATEWAY_BIN` points it at another build
 //! (CI passes the release binary).
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -17,35 +16,9 @@ use crate::support::{client, gateway, rest_request};
 
 const REFUNDS: i64 = 200;
 
-/// Starts `serve` on a free port; returns the process and its address.
+/// Starts `serve` on a free port with the operators file; returns the process and its address.
 fn serve(database: &Path, operators: &Path) -> (Child, String) {
-    let mut child = gateway()
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(database)
-        .arg("--operators")
-        .arg(operators)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the gateway");
-    let mut log = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while log.read_line(&mut line).expect("log") > 0 {
-        if let Some(at) = line.find("address=") {
-            let address = line[at + "address=".len()..]
-                .split_whitespace()
-                .next()
-                .expect("address")
-                .to_owned();
-            // Keep draining the log so the gateway never blocks on a full pipe.
-            std::thread::spawn(move || for _ in log.lines() {});
-            return (child, address);
-        }
-        line.clear();
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the gateway did not say where it listens");
+    crate::support::serve_process(database, &["--operators".as_ref(), operators.as_os_str()])
 }
 
 fn run(args: &[&str], database: &Path) -> String {

@@ -18,3 +18,4 @@ mod schema;
 mod soap_fixtures;
 mod support;
 mod trust;
+mod webhooks;

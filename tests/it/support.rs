@@ -21,6 +21,38 @@ pub fn gateway() -> std::process::Command {
     )
 }
 
+/// Starts `serve` on a free port over `database` with `extra` arguments (logging at info);
+/// returns the process and the address it says it listens on.
+pub fn serve_process(database: &Path, extra: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = gateway()
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(database)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let mut log = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while log.read_line(&mut line).expect("log") > 0 {
+        if let Some(at) = line.find("address=") {
+            let address = line[at + "address=".len()..]
+                .split_whitespace()
+                .next()
+                .expect("address")
+                .to_owned();
+            // Keep draining the log so the gateway never blocks on a full pipe.
+            std::thread::spawn(move || for _ in log.lines() {});
+            return (child, address);
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the gateway did not say where it listens");
+}
+
 /// A child process killed (and reaped) when dropped, so that a failing test does not leave a
 /// server running.
 pub struct Running(pub std::process::Child);

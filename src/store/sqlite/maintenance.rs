@@ -10,9 +10,10 @@ use super::connection::{migrate, open_writer};
 use super::ledger::{AUDIT_COLUMNS, JOB_COLUMNS, JOB_FROM, chained_from_row, job_from_row};
 use crate::clock::Timestamp;
 use crate::refunds::audit::ChainedEntry;
+use crate::refunds::events::EventType;
 use crate::refunds::types::{ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
-use crate::store::{ImportSummary, Maintenance};
+use crate::store::{DeliveryInfo, ImportSummary, Maintenance, WebhookInfo};
 
 /// The command line's connection to an SQLite ledger.
 pub struct SqliteMaintenance {
@@ -73,6 +74,101 @@ impl Maintenance for SqliteMaintenance {
 
     fn is_empty(&mut self) -> anyhow::Result<bool> {
         is_empty(&mut self.connection)
+    }
+
+    fn add_webhook(
+        &mut self,
+        url: &str,
+        events: &[EventType],
+        secret: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<i64> {
+        let events: Vec<&str> = events.iter().map(|kind| kind.as_str()).collect();
+        self.connection
+            .execute(
+                "INSERT INTO webhook_endpoints (url, events, secret, created_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![url, events.join(","), secret, now_ms],
+            )
+            .context("saving the webhook endpoint")?;
+        Ok(self.connection.last_insert_rowid())
+    }
+
+    fn webhooks(&mut self) -> anyhow::Result<Vec<WebhookInfo>> {
+        let mut statement = self.connection.prepare(
+            "SELECT e.id, e.url, e.events, e.enabled, e.disabled_reason, e.created_ms,
+                 e.last_success_ms,
+                 (SELECT count(*) FROM webhook_deliveries d
+                  WHERE d.endpoint_id = e.id AND d.state = 'pending')
+             FROM webhook_endpoints e ORDER BY e.id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(WebhookInfo {
+                id: row.get(0)?,
+                url: row.get(1)?,
+                events: row.get(2)?,
+                enabled: row.get(3)?,
+                disabled_reason: row.get(4)?,
+                created_ms: row.get(5)?,
+                last_success_ms: row.get(6)?,
+                pending: row.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn remove_webhook(&mut self, id: i64) -> anyhow::Result<bool> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transaction.execute(
+            "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1",
+            [id],
+        )?;
+        let removed = transaction.execute("DELETE FROM webhook_endpoints WHERE id = ?1", [id])?;
+        transaction.commit()?;
+        Ok(removed == 1)
+    }
+
+    fn webhook_deliveries(
+        &mut self,
+        endpoint: Option<i64>,
+        failed_only: bool,
+        limit: u32,
+    ) -> anyhow::Result<Vec<DeliveryInfo>> {
+        let mut statement = self.connection.prepare(
+            "SELECT d.id, d.endpoint_id, v.event_id, v.type, d.refund_id, d.state, d.attempts,
+                 d.next_attempt_ms, d.last_status, d.last_error, d.delivered_ms
+             FROM webhook_deliveries d JOIN webhook_events v ON v.seq = d.event_seq
+             WHERE (?1 IS NULL OR d.endpoint_id = ?1)
+               AND (NOT ?2 OR d.state = 'failed' OR d.last_error IS NOT NULL)
+             ORDER BY d.id DESC LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![endpoint, failed_only, limit], |row| {
+            Ok(DeliveryInfo {
+                id: row.get(0)?,
+                endpoint_id: row.get(1)?,
+                event_id: row.get(2)?,
+                event_type: row.get(3)?,
+                refund_id: row.get(4)?,
+                state: row.get(5)?,
+                attempts: row.get(6)?,
+                next_attempt_ms: row.get(7)?,
+                last_status: row.get(8)?,
+                last_error: row.get(9)?,
+                delivered_ms: row.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn redeliver(&mut self, event_id: &str, now_ms: i64) -> anyhow::Result<usize> {
+        Ok(self.connection.execute(
+            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_ms = ?2,
+                 created_ms = ?2, last_status = NULL, last_error = NULL, delivered_ms = NULL
+             WHERE event_seq = (SELECT seq FROM webhook_events WHERE event_id = ?1)",
+            params![event_id, now_ms],
+        )?)
     }
 }
 
