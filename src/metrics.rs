@@ -26,6 +26,11 @@ struct FaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallbackLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -66,6 +71,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<FaceLabels, Histogram>,
+    callbacks: Family<CallbackLabels, Counter>,
     outbox_depth: Gauge,
     refunds: Family<StatusLabels, Gauge>,
 }
@@ -94,6 +100,14 @@ impl Metrics {
             "Time to answer a request, by face",
             latency.clone(),
         );
+        let callbacks = Family::<CallbackLabels, Counter>::default();
+        registry.register(
+            "operator_callbacks",
+            "Operator callbacks by outcome (settled, ignored, mismatch: amount or currency not \
+             the refund's, refused: bad signature or body, unknown: no such operator or refund, \
+             failed)",
+            callbacks.clone(),
+        );
         let outbox_depth = Gauge::default();
         registry.register(
             "outbox_depth",
@@ -106,6 +120,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            callbacks,
             outbox_depth,
             refunds,
         }
@@ -121,6 +136,13 @@ impl Metrics {
         self.latency
             .get_or_create(&FaceLabels { face: served.face })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one operator callback by its outcome.
+    pub fn callback(&self, outcome: &'static str) {
+        self.callbacks
+            .get_or_create(&CallbackLabels { outcome })
+            .inc();
     }
 
     /// The text exposition format, with the ledger's counts as of now.

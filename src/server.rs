@@ -575,12 +575,23 @@ fn json_reply(reply: JsonReply) -> Reply {
     response
 }
 
-/// `POST /operators/{name}/callback`: an operator's asynchronous result, signed.
+/// `POST /operators/{name}/callback`: an operator's asynchronous result, signed. Every outcome
+/// is counted in the metrics.
 async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> Reply {
+    let (outcome, reply) = callback_outcome(app, request, name).await;
+    app.metrics.callback(outcome);
+    reply
+}
+
+async fn callback_outcome(
+    app: &App,
+    request: Request<Incoming>,
+    name: &str,
+) -> (&'static str, Reply) {
     let signature = header(&request, "x-signature").map(str::to_owned);
     let body = match read_body(app, request).await {
         Ok(body) => body,
-        Err(error) => return json_reply(error.json(app)),
+        Err(error) => return ("refused", json_reply(error.json(app))),
     };
     let answer = |status: u16, message: &str| {
         let body = serde_json::json!({ "status": status, "message": message }).to_string();
@@ -591,30 +602,54 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
         )
     };
     let Some(operator) = app.operators.get(name) else {
-        return answer(404, "no such operator");
+        return ("unknown", answer(404, "no such operator"));
     };
     if !operator.verify_callback(&body, signature.as_deref()) {
         tracing::warn!(operator = name, "callback with a bad signature refused");
-        return answer(401, "bad signature");
+        return ("refused", answer(401, "bad signature"));
     }
     let message: OperatorMessage = match serde_json::from_slice(&body) {
         Ok(message) => message,
-        Err(_) => return answer(400, "the body is not a callback message"),
+        Err(_) => return ("refused", answer(400, "the body is not a callback message")),
     };
     let Some(refund_id) = message.refund_id else {
-        return answer(400, "refundId is missing");
+        return ("refused", answer(400, "refundId is missing"));
     };
+    let stated = message.stated_amount();
     match app
         .service
-        .operator_callback(name, refund_id, message.answer())
+        .operator_callback(name, refund_id, message.answer(), stated.clone())
         .await
     {
-        Ok(Some(CallbackOutcome::Settled)) => answer(200, "settled"),
-        Ok(Some(CallbackOutcome::Ignored)) => answer(200, "ignored: nothing to change"),
-        Ok(None) => answer(404, "no such refund for this operator"),
+        Ok(Some(CallbackOutcome::Settled)) => ("settled", answer(200, "settled")),
+        Ok(Some(CallbackOutcome::Ignored)) => {
+            ("ignored", answer(200, "ignored: nothing to change"))
+        }
+        Ok(Some(CallbackOutcome::Mismatch { expected })) => {
+            tracing::warn!(
+                operator = name,
+                refund_id,
+                stated_amount = ?stated.value,
+                stated_currency = ?stated.currency,
+                expected_amount = %expected.to_decimal(),
+                expected_currency = expected.currency.code(),
+                "callback for another amount or currency refused; the refund waits for its status query"
+            );
+            (
+                "mismatch",
+                answer(
+                    409,
+                    "amount and currency must be the refund's; nothing was settled",
+                ),
+            )
+        }
+        Ok(None) => ("unknown", answer(404, "no such refund for this operator")),
         Err(error) => {
             tracing::error!(error = error.log_text(), "callback failed");
-            answer(500, "the gateway failed; the cause is in its log")
+            (
+                "failed",
+                answer(500, "the gateway failed; the cause is in its log"),
+            )
         }
     }
 }
