@@ -293,7 +293,9 @@ enum Route {
     JsonGate {
         operation: String,
     },
-    OpenApi,
+    OpenApi {
+        version: u32,
+    },
     OperatorCallback {
         operator: String,
     },
@@ -319,6 +321,14 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
                 operator: name.to_owned(),
             },
             _ => Route::MethodNotAllowed("POST"),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/api/doc/admin/") {
+        let version = rest.strip_suffix("/json").and_then(rest::version);
+        return match (version, method) {
+            (Some(version), &Method::GET) => Route::OpenApi { version },
+            (Some(_), _) => Route::MethodNotAllowed("GET"),
+            (None, _) => Route::JsonNotFound,
         };
     }
     if let Some(rest) = path.strip_prefix("/api/admin/") {
@@ -368,10 +378,6 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
                 _ => Route::NotFound,
             }
         }
-        "/api/doc/admin/v6/json" => match *method {
-            Method::GET => Route::OpenApi,
-            _ => Route::MethodNotAllowed("GET"),
-        },
         "/healthz" => Route::Health,
         "/readyz" => Route::Ready,
         "/metrics" => Route::Metrics,
@@ -379,13 +385,10 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
     }
 }
 
-/// `v{N}/refunds/{operation}` with N = 1…6.
+/// `v{N}/refunds/{operation}` with N one of `rest::VERSIONS`, spelled canonically.
 fn rest_operation(path: &str) -> Option<&str> {
-    let (version, rest) = path.strip_prefix('v')?.split_once('/')?;
-    let version: u32 = version.parse().ok()?;
-    if !rest::VERSIONS.contains(&version) {
-        return None;
-    }
+    let (version, rest) = path.split_once('/')?;
+    rest::version(version)?;
     let operation = rest.strip_prefix("refunds/")?;
     (!operation.is_empty() && !operation.contains('/')).then_some(operation)
 }
@@ -441,7 +444,7 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
         Route::Soap => soap_request(app, request, request_id).await,
         Route::Rest { operation } => rest_request(app, request, &operation, request_id).await,
         Route::JsonGate { operation } => gate_request(app, request, &operation, request_id).await,
-        Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
+        Route::OpenApi { version } => plain(StatusCode::OK, JSON, rest::openapi(version)),
         Route::Metrics => match app.service.counts().await {
             Ok(counts) => plain(
                 StatusCode::OK,
@@ -471,11 +474,7 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
              REST at /api/admin/v6/refunds/{operation}\n"
                 .to_owned(),
         ),
-        Route::JsonNotFound => json_reply(JsonReply::error(
-            404,
-            2,
-            "not found: the REST API is /api/admin/v{1-6}/refunds/{operation}",
-        )),
+        Route::JsonNotFound => json_reply(JsonReply::error(404, 2, rest::unknown_path_message())),
         Route::MethodNotAllowed(allowed) => {
             let mut reply = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -571,6 +570,12 @@ fn json_reply(reply: JsonReply) -> Reply {
         response
             .headers_mut()
             .insert("idempotency-replayed", HeaderValue::from_static("true"));
+    }
+    if let Some(value) = reply
+        .x_error
+        .and_then(|message| HeaderValue::try_from(message).ok())
+    {
+        response.headers_mut().insert("x-error", value);
     }
     response
 }
@@ -901,8 +906,8 @@ fn outcome_of(status: StatusCode, business_error: bool) -> Outcome {
     }
 }
 
-fn plain(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
+fn plain(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut reply = Response::new(Full::new(body.into()));
     *reply.status_mut() = status;
     reply
         .headers_mut()
