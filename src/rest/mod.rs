@@ -658,3 +658,35 @@ impl JsonOperation for RetrieveRefundsListOp {
         object
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_X_ERROR, header_safe, version};
+
+    #[test]
+    fn x_error_is_printable_ascii_and_bounded() {
+        assert_eq!(
+            header_safe("invalid source type 'żółw\r\nX: y…'"),
+            "invalid source type '???w  X: y...'"
+        );
+        let long = "é".repeat(1000);
+        let cut = header_safe(&long);
+        assert_eq!(cut.len(), MAX_X_ERROR);
+        assert!(cut.ends_with("..."));
+        let exact = "a".repeat(MAX_X_ERROR);
+        assert_eq!(
+            header_safe(&exact),
+            exact,
+            "a message of the cap is sent whole"
+        );
+    }
+
+    #[test]
+    fn only_canonical_served_versions_count() {
+        assert_eq!(version("v1"), Some(1));
+        assert_eq!(version("v8"), Some(8));
+        for refused in ["v0", "v9", "v06", "v+6", "v", "6", "V6", "v6 ", "v10"] {
+            assert_eq!(version(refused), None, "{refused}");
+        }
+    }
+}
