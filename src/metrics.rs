@@ -26,7 +26,7 @@ struct FaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DeliveryLabels {
+struct OutcomeLabels {
     outcome: &'static str,
 }
 
@@ -71,9 +71,10 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<FaceLabels, Histogram>,
+    callbacks: Family<OutcomeLabels, Counter>,
     outbox_depth: Gauge,
     refunds: Family<StatusLabels, Gauge>,
-    webhook_deliveries: Family<DeliveryLabels, Counter>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
     webhook_queue_depth: Gauge,
     webhook_oldest_pending_seconds: Gauge,
 }
@@ -102,6 +103,14 @@ impl Metrics {
             "Time to answer a request, by face",
             latency.clone(),
         );
+        let callbacks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "operator_callbacks",
+            "Operator callbacks by outcome (settled, ignored, mismatch: amount or currency not \
+             the refund's, refused: bad signature or body, unknown: no such operator or refund, \
+             failed)",
+            callbacks.clone(),
+        );
         let outbox_depth = Gauge::default();
         registry.register(
             "outbox_depth",
@@ -110,7 +119,7 @@ impl Metrics {
         );
         let refunds = Family::<StatusLabels, Gauge>::default();
         registry.register("refunds", "Refunds by status", refunds.clone());
-        let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "webhook_deliveries",
             "Webhook delivery attempts by outcome (delivered, retry, failed)",
@@ -132,6 +141,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            callbacks,
             outbox_depth,
             refunds,
             webhook_deliveries,
@@ -155,7 +165,14 @@ impl Metrics {
     /// Counts one webhook delivery attempt: `delivered`, `retry` or `failed`.
     pub fn webhook_attempt(&self, outcome: &'static str) {
         self.webhook_deliveries
-            .get_or_create(&DeliveryLabels { outcome })
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one operator callback by its outcome.
+    pub fn callback(&self, outcome: &'static str) {
+        self.callbacks
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

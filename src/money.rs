@@ -123,6 +123,42 @@ pub fn parse_exact(text: &str) -> Option<Decimal> {
     Some(value)
 }
 
+/// The fewest significant digits a binary-float artefact is written with. A double holds 15 to
+/// 17 of them, and the shortest text that tells a double apart from its neighbour (which is
+/// what JSON encoders write) needs nearly all of them whenever the double is not the one
+/// nearest an amount with fewer decimals: `10.1 + 0.2` is written `10.299999999999999`.
+const FLOAT_ARTEFACT_DIGITS: u32 = 15;
+
+/// The amount a JSON number written from a binary float stands for, when `value` (its exact
+/// text, read as a decimal) has more decimals than `exponent` only because of floating-point
+/// rounding: it has at least [`FLOAT_ARTEFACT_DIGITS`] significant digits, and it lies within
+/// 1e-9 of the nearest whole minor unit relative to that amount, and within a hundredth of a
+/// minor unit absolutely (so that no real sub-unit part of a large amount passes). That whole
+/// minor unit is the answer; `None` for everything else, such as `10.001`, a real sub-unit
+/// amount. Never goes through a float.
+pub fn float_artefact_amount(value: Decimal, exponent: u32) -> Option<Decimal> {
+    let normalized = value.normalize();
+    if normalized.scale() <= exponent {
+        return None;
+    }
+    let digits = normalized
+        .mantissa()
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |log| log + 1);
+    if digits < FLOAT_ARTEFACT_DIGITS {
+        return None;
+    }
+    let whole = value.round_dp(exponent);
+    if whole.is_zero() {
+        return None;
+    }
+    let distance = (value - whole).abs();
+    let relative_limit = whole.abs() * Decimal::new(1, 9);
+    let absolute_limit = Decimal::new(1, exponent + 2);
+    (distance <= relative_limit && distance <= absolute_limit).then_some(whole)
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -205,5 +241,45 @@ mod tests {
         assert_eq!(read("1e400"), None);
         assert_eq!(read("ten"), None);
         assert_eq!(read("1_000"), None);
+    }
+
+    #[test]
+    fn float_artefacts_are_read_as_the_amount_they_stand_for() {
+        let artefact = |text: &str, exponent: u32| {
+            float_artefact_amount(parse_exact(text).unwrap(), exponent).map(|d| d.to_string())
+        };
+        // 10.1 + 0.2, 0.1 + 0.2, 1.1 * 3 as binary floats print.
+        assert_eq!(artefact("10.299999999999999", 2).as_deref(), Some("10.30"));
+        assert_eq!(artefact("0.30000000000000004", 2).as_deref(), Some("0.30"));
+        assert_eq!(artefact("3.3000000000000003", 2).as_deref(), Some("3.30"));
+        assert_eq!(
+            artefact("1.0299999999999999e1", 2).as_deref(),
+            Some("10.30")
+        );
+        assert_eq!(artefact("1233.9999999999998", 0).as_deref(), Some("1234"));
+        assert_eq!(
+            artefact("-10.299999999999999", 2).as_deref(),
+            Some("-10.30")
+        );
+        // Real sub-unit amounts, however written, are not artefacts.
+        assert_eq!(artefact("10.001", 2), None);
+        assert_eq!(artefact("10.0000000001", 2), None);
+        assert_eq!(
+            artefact("10.000000000001", 2),
+            None,
+            "14 significant digits"
+        );
+        assert_eq!(
+            artefact("10.00000000000001", 2).as_deref(),
+            Some("10.00"),
+            "16 significant digits, 5.6 units in the last place of a double from 10"
+        );
+        assert_eq!(
+            artefact("123456789012.345", 2),
+            None,
+            "half a grosz, 15 digits"
+        );
+        assert_eq!(artefact("0.0000000000000001", 2), None, "nothing near zero");
+        assert_eq!(artefact("10.30", 2), None, "nothing to correct");
     }
 }

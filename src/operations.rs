@@ -10,7 +10,7 @@ use std::future::Future;
 
 use rust_decimal::Decimal;
 
-use crate::money::{Currency, parse_exact};
+use crate::money::{Currency, float_artefact_amount, parse_exact};
 use crate::refunds::error::quote;
 use crate::refunds::types::{ManualDetails, RequestedAmount, SourceFilter, SourceRef, SourceType};
 use sha2::Digest as _;
@@ -430,7 +430,12 @@ impl Operation for RetrieveRefundsListOp {
         let limit = optional_u32(params, "resultsLimit")?.unwrap_or(MAX_RESULTS_LIMIT);
         let filter = match word.as_str() {
             "all" => Ok(SourceFilter::All),
-            word => source_type(word).map(SourceFilter::Only),
+            word => SourceType::parse(word)
+                .map(SourceFilter::Only)
+                .ok_or_else(|| RefundError::UnknownSourceType {
+                    given: quote(word),
+                    expected: "order, return, rma or all",
+                }),
         };
         // A limit out of range is judged before the word, like every malformed field (see
         // `source`): the page is made first, with a placeholder filter.
@@ -529,7 +534,10 @@ fn optional_u32(params: &impl Params, field: &str) -> Result<Option<u32>, Refund
 }
 
 fn source_type(word: &str) -> Result<SourceType, RefundError> {
-    SourceType::parse(word).ok_or_else(|| RefundError::UnknownSourceType(quote(word)))
+    SourceType::parse(word).ok_or_else(|| RefundError::UnknownSourceType {
+        given: quote(word),
+        expected: "order, return or rma",
+    })
 }
 
 /// The source. The `sourceType` word is judged last: a request with malformed fields is
@@ -560,20 +568,35 @@ fn refund_at(params: &impl Params) -> Result<RefundAt, RefundError> {
 /// `refundValue` and `refundCurrency`. The value is read exactly (plain or scientific
 /// notation, never through a float, never rounded) and must be well formed for the currency
 /// named: no more decimals than its minor unit (two for a code this service does not know),
-/// and below 10^12. Whether the currency is the right one is the operation's business (4004).
+/// and below 10^12. A JSON number is the one exception to "never rounded": clients compute
+/// amounts in binary floating point, and one that is only a float's rounding away from a whole
+/// minor unit (`10.299999999999999`) means that unit (see `money::float_artefact_amount`);
+/// a decimal string is always exact. Whether the currency is the right one is the
+/// operation's business (4004).
 fn amount(params: &impl Params) -> Result<RequestedAmount, RefundError> {
-    let text = scalar_text(params, "refundValue", true)?.ok_or_else(|| missing("refundValue"))?;
+    let (text, json_number) = match params.scalar("refundValue") {
+        Ok(Some(Scalar::Number(number))) => (number, true),
+        _ => (
+            scalar_text(params, "refundValue", true)?.ok_or_else(|| missing("refundValue"))?,
+            false,
+        ),
+    };
     let currency = required_text(params, "refundCurrency")?;
     let invalid = |why: &str| {
         RefundError::InvalidParameters(format!("params.refundValue {why}, got '{}'", quote(&text)))
     };
-    let value = parse_exact(&text).ok_or_else(|| invalid("must be a decimal number"))?;
+    let mut value = parse_exact(&text).ok_or_else(|| invalid("must be a decimal number"))?;
     let exponent = Currency::parse(&currency).map_or(2, |currency| currency.exponent());
     if value.normalize().scale() > exponent {
-        return Err(invalid(&format!(
-            "has more decimal places than {} allows ({exponent})",
-            quote(&currency)
-        )));
+        match float_artefact_amount(value, exponent).filter(|_| json_number) {
+            Some(whole) => value = whole,
+            None => {
+                return Err(invalid(&format!(
+                    "has more decimal places than {} allows ({exponent})",
+                    quote(&currency)
+                )));
+            }
+        }
     }
     if value.abs() >= Decimal::from(1_000_000_000_000i64) {
         return Err(invalid("must be below 1000000000000"));

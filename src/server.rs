@@ -345,7 +345,9 @@ enum Route {
     JsonGate {
         operation: String,
     },
-    OpenApi,
+    OpenApi {
+        version: u32,
+    },
     OperatorCallback {
         operator: String,
     },
@@ -371,6 +373,14 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
                 operator: name.to_owned(),
             },
             _ => Route::MethodNotAllowed("POST"),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/api/doc/admin/") {
+        let version = rest.strip_suffix("/json").and_then(rest::version);
+        return match (version, method) {
+            (Some(version), &Method::GET) => Route::OpenApi { version },
+            (Some(_), _) => Route::MethodNotAllowed("GET"),
+            (None, _) => Route::JsonNotFound,
         };
     }
     if let Some(rest) = path.strip_prefix("/api/admin/") {
@@ -420,10 +430,6 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
                 _ => Route::NotFound,
             }
         }
-        "/api/doc/admin/v6/json" => match *method {
-            Method::GET => Route::OpenApi,
-            _ => Route::MethodNotAllowed("GET"),
-        },
         "/healthz" => Route::Health,
         "/readyz" => Route::Ready,
         "/metrics" => Route::Metrics,
@@ -431,13 +437,10 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
     }
 }
 
-/// `v{N}/refunds/{operation}` with N = 1…6.
+/// `v{N}/refunds/{operation}` with N one of `rest::VERSIONS`, spelled canonically.
 fn rest_operation(path: &str) -> Option<&str> {
-    let (version, rest) = path.strip_prefix('v')?.split_once('/')?;
-    let version: u32 = version.parse().ok()?;
-    if !rest::VERSIONS.contains(&version) {
-        return None;
-    }
+    let (version, rest) = path.split_once('/')?;
+    rest::version(version)?;
     let operation = rest.strip_prefix("refunds/")?;
     (!operation.is_empty() && !operation.contains('/')).then_some(operation)
 }
@@ -490,7 +493,7 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
         Route::Soap => soap_request(app, request, request_id).await,
         Route::Rest { operation } => rest_request(app, request, &operation, request_id).await,
         Route::JsonGate { operation } => gate_request(app, request, &operation, request_id).await,
-        Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
+        Route::OpenApi { version } => plain(StatusCode::OK, JSON, rest::openapi(version)),
         Route::Metrics => match app.service.counts().await {
             Ok(counts) => plain(
                 StatusCode::OK,
@@ -520,11 +523,7 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
              REST at /api/admin/v6/refunds/{operation}\n"
                 .to_owned(),
         ),
-        Route::JsonNotFound => json_reply(JsonReply::error(
-            404,
-            2,
-            "not found: the REST API is /api/admin/v{1-6}/refunds/{operation}",
-        )),
+        Route::JsonNotFound => json_reply(JsonReply::error(404, 2, rest::unknown_path_message())),
         Route::MethodNotAllowed(allowed) => {
             let mut reply = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -621,15 +620,32 @@ fn json_reply(reply: JsonReply) -> Reply {
             .headers_mut()
             .insert("idempotency-replayed", HeaderValue::from_static("true"));
     }
+    if let Some(value) = reply
+        .x_error
+        .and_then(|message| HeaderValue::try_from(message).ok())
+    {
+        response.headers_mut().insert("x-error", value);
+    }
     response
 }
 
-/// `POST /operators/{name}/callback`: an operator's asynchronous result, signed.
+/// `POST /operators/{name}/callback`: an operator's asynchronous result, signed. Every outcome
+/// is counted in the metrics.
 async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> Reply {
+    let (outcome, reply) = callback_outcome(app, request, name).await;
+    app.metrics.callback(outcome);
+    reply
+}
+
+async fn callback_outcome(
+    app: &App,
+    request: Request<Incoming>,
+    name: &str,
+) -> (&'static str, Reply) {
     let signature = header(&request, "x-signature").map(str::to_owned);
     let body = match read_body(app, request).await {
         Ok(body) => body,
-        Err(error) => return json_reply(error.json(app)),
+        Err(error) => return ("refused", json_reply(error.json(app))),
     };
     let answer = |status: u16, message: &str| {
         let body = serde_json::json!({ "status": status, "message": message }).to_string();
@@ -640,30 +656,54 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
         )
     };
     let Some(operator) = app.operators.get(name) else {
-        return answer(404, "no such operator");
+        return ("unknown", answer(404, "no such operator"));
     };
     if !operator.verify_callback(&body, signature.as_deref()) {
         tracing::warn!(operator = name, "callback with a bad signature refused");
-        return answer(401, "bad signature");
+        return ("refused", answer(401, "bad signature"));
     }
     let message: OperatorMessage = match serde_json::from_slice(&body) {
         Ok(message) => message,
-        Err(_) => return answer(400, "the body is not a callback message"),
+        Err(_) => return ("refused", answer(400, "the body is not a callback message")),
     };
     let Some(refund_id) = message.refund_id else {
-        return answer(400, "refundId is missing");
+        return ("refused", answer(400, "refundId is missing"));
     };
+    let stated = message.stated_amount();
     match app
         .service
-        .operator_callback(name, refund_id, message.answer())
+        .operator_callback(name, refund_id, message.answer(), stated.clone())
         .await
     {
-        Ok(Some(CallbackOutcome::Settled)) => answer(200, "settled"),
-        Ok(Some(CallbackOutcome::Ignored)) => answer(200, "ignored: nothing to change"),
-        Ok(None) => answer(404, "no such refund for this operator"),
+        Ok(Some(CallbackOutcome::Settled)) => ("settled", answer(200, "settled")),
+        Ok(Some(CallbackOutcome::Ignored)) => {
+            ("ignored", answer(200, "ignored: nothing to change"))
+        }
+        Ok(Some(CallbackOutcome::Mismatch { expected })) => {
+            tracing::warn!(
+                operator = name,
+                refund_id,
+                stated_amount = ?stated.value,
+                stated_currency = ?stated.currency,
+                expected_amount = %expected.to_decimal(),
+                expected_currency = expected.currency.code(),
+                "callback for another amount or currency refused; the refund waits for its status query"
+            );
+            (
+                "mismatch",
+                answer(
+                    409,
+                    "amount and currency must be the refund's; nothing was settled",
+                ),
+            )
+        }
+        Ok(None) => ("unknown", answer(404, "no such refund for this operator")),
         Err(error) => {
             tracing::error!(error = error.log_text(), "callback failed");
-            answer(500, "the gateway failed; the cause is in its log")
+            (
+                "failed",
+                answer(500, "the gateway failed; the cause is in its log"),
+            )
         }
     }
 }
@@ -915,8 +955,8 @@ fn outcome_of(status: StatusCode, business_error: bool) -> Outcome {
     }
 }
 
-fn plain(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
+fn plain(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut reply = Response::new(Full::new(body.into()));
     *reply.status_mut() = status;
     reply
         .headers_mut()

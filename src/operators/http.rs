@@ -22,6 +22,8 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::{AnswerFuture, Operator};
+use crate::money::parse_exact;
+use crate::refunds::StatedAmount;
 use crate::refunds::error::quote;
 use crate::refunds::types::{OperatorAnswer, RefundJob};
 
@@ -51,9 +53,28 @@ pub struct OperatorMessage {
     pub operator_refund_id: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// In a callback: the amount it is about, a decimal string (`"40.00"`) or a JSON number.
+    #[serde(default)]
+    pub amount: Option<serde_json::Value>,
+    /// In a callback: the currency of `amount`.
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 impl OperatorMessage {
+    /// The amount and currency the message names, read exactly (never through a float).
+    pub fn stated_amount(&self) -> StatedAmount {
+        let value = match &self.amount {
+            Some(serde_json::Value::String(text)) => parse_exact(text.trim()),
+            Some(serde_json::Value::Number(number)) => parse_exact(&number.to_string()),
+            _ => None,
+        };
+        StatedAmount {
+            value,
+            currency: self.currency.clone(),
+        }
+    }
+
     pub fn answer(self) -> OperatorAnswer {
         match self.status.as_str() {
             "completed" => OperatorAnswer::Completed {
@@ -218,6 +239,8 @@ mod tests {
             status: status.to_owned(),
             operator_refund_id: Some("OP-1".into()),
             reason: None,
+            amount: None,
+            currency: None,
         };
         assert_eq!(
             message("completed").answer(),

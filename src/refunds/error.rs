@@ -33,9 +33,13 @@ pub enum RefundError {
     /// 4004: unknown currency code, or not the currency of the payment/order refunded.
     #[error("invalid currency: {0}")]
     InvalidCurrency(String),
-    /// 4005: `sourceType` is not a word this API knows.
-    #[error("invalid source type '{0}': expected order, return or rma")]
-    UnknownSourceType(String),
+    /// 4005: `sourceType` is not a word this API knows; `expected` lists the words the
+    /// operation takes (`all` too for the list).
+    #[error("invalid source type '{given}': expected {expected}")]
+    UnknownSourceType {
+        given: String,
+        expected: &'static str,
+    },
     /// 4006: a known source type that this operation does not take.
     #[error("invalid source type '{given}' for this operation: expected {expected}")]
     SourceTypeNotAllowed {
@@ -117,7 +121,7 @@ impl RefundError {
             RefundError::PaymentNotAutoRefundable(_) => 4002,
             RefundError::AmountExceedsRefundable { .. } => 4003,
             RefundError::InvalidCurrency(_) => 4004,
-            RefundError::UnknownSourceType(_) => 4005,
+            RefundError::UnknownSourceType { .. } => 4005,
             RefundError::SourceTypeNotAllowed { .. } => 4006,
             RefundError::SourceNotFound { .. } => 4007,
             RefundError::InvalidPayment(_) => 4008,

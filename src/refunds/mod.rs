@@ -291,6 +291,25 @@ pub enum CallbackOutcome {
     Settled,
     /// The refund already had a definite outcome, or the answer was not definite: nothing changed.
     Ignored,
+    /// The callback's amount or currency is not the refund's (or it named none): nothing
+    /// changed, and the refund waits for the worker's status query to the operator.
+    Mismatch { expected: Money },
+}
+
+/// The amount and currency a callback says it is about, as the operator wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatedAmount {
+    pub value: Option<rust_decimal::Decimal>,
+    pub currency: Option<String>,
+}
+
+impl StatedAmount {
+    /// Whether this is exactly `amount`: the same currency code and the same value (`40`,
+    /// `40.0` and `40.00` are the same value).
+    fn is(&self, amount: Money) -> bool {
+        self.currency.as_deref() == Some(amount.currency.code())
+            && self.value == Some(amount.to_decimal())
+    }
 }
 
 impl RefundService {
@@ -461,12 +480,16 @@ impl RefundService {
     }
 
     /// An operator's asynchronous answer about refund `refund_id`. `None` when the operator has
-    /// no such refund in our outbox (unknown id, or another operator's refund).
+    /// no such refund in our outbox (unknown id, or another operator's refund). A callback
+    /// whose amount and currency are not exactly the refund's changes nothing (`Mismatch`),
+    /// whatever it says: a signed message about other money is a fault on the operator's side
+    /// or a replay of another refund's message, and the status query settles the refund.
     pub async fn operator_callback(
         &self,
         operator: &str,
         refund_id: MovementId,
         answer: OperatorAnswer,
+        stated: StatedAmount,
     ) -> Result<Option<CallbackOutcome>, RefundError> {
         let now_ms = system_millis();
         let now = self.clock.now();
@@ -480,6 +503,11 @@ impl RefundService {
                 else {
                     return Ok(None);
                 };
+                if !stated.is(job.amount) {
+                    return Ok(Some(CallbackOutcome::Mismatch {
+                        expected: job.amount,
+                    }));
+                }
                 if job.state == JobState::Done {
                     return Ok(Some(CallbackOutcome::Ignored));
                 }

@@ -298,13 +298,18 @@ pub(super) fn possible_auto_refunds(
     if source.source.source_type == SourceType::Order && source.order.fulfilled {
         return Err(RefundError::OrderFulfilled(source.order.id));
     }
-    let cap = min(source.outstanding_minor, source.order.refundable_minor());
+    // What the source still allows is shared out over the payments oldest first, as
+    // addAutomaticRefund takes it, so that the listed values together never exceed it: each
+    // payment is offered what is left after the older ones. A payment with nothing left to
+    // offer is not listed.
+    let mut left = min(source.outstanding_minor, source.order.refundable_minor());
     let payments = ledger.order_payments(source.order.id)?;
     Ok(payments
         .into_iter()
         .filter(|payment| payment.auto_refund)
         .filter_map(|payment| {
-            let value = min(payment.refundable_minor(), cap);
+            let value = min(payment.refundable_minor(), left.max(0));
+            left -= value;
             (value > 0).then_some(PossibleAutoRefund {
                 payment_id: payment.id,
                 value: Money {

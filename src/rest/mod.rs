@@ -2,7 +2,10 @@
 //! gate (`/api/?gate=refunds/{operation}/{version}/json`). Both bind parameters through
 //! [`Params`] and call the same operations as SOAP; only the envelope and the statuses differ.
 
+mod unique_keys;
+
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use chrono_tz::Tz;
 use serde_json::{Map, Number, Value, json};
@@ -18,11 +21,53 @@ use crate::refunds::{
     Answer, Channel, Credentials, Origin, RefundError, RefundService, StoredResponse,
 };
 
-/// The OpenAPI 3 document of the REST face, served at `/api/doc/admin/v6/json`.
+/// The OpenAPI 3 document of the REST face as served at `/api/doc/admin/v6/json`; the other
+/// versions' documents differ only in their paths (see [`openapi`]).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// The REST versions that behave alike.
-pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=6;
+/// The Admin API versions served, all alike: every version a published IdoSell client targets
+/// (the JS client defaults to v8, the Python client to v6).
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=8;
+
+/// The version named by a path segment `v{N}`, spelled canonically (`v6`, not `v06` or `v+6`),
+/// if it is served.
+pub fn version(segment: &str) -> Option<u32> {
+    let digits = segment.strip_prefix('v')?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse()
+        .ok()
+        .filter(|version| VERSIONS.contains(version))
+}
+
+/// The OpenAPI document of `version` (one of [`VERSIONS`]): the bundled v6 document with its
+/// paths under `/api/admin/v{version}/`. Built once, so serving it copies a static string.
+pub fn openapi(version: u32) -> &'static str {
+    static DOCUMENTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        VERSIONS
+            .map(|version| {
+                OPENAPI.replace("\"/api/admin/v6/", &format!("\"/api/admin/v{version}/"))
+            })
+            .collect()
+    });
+    let index = version.saturating_sub(*VERSIONS.start()) as usize;
+    DOCUMENTS.get(index).map_or(OPENAPI, String::as_str)
+}
+
+/// The 404 answer's text for a path under `/api/admin/` or `/api/doc/admin/` that is not served.
+pub fn unknown_path_message() -> &'static str {
+    static MESSAGE: LazyLock<String> = LazyLock::new(|| {
+        let versions: Vec<String> = VERSIONS.map(|version| format!("v{version}")).collect();
+        format!(
+            "not found: the REST API is /api/admin/v{{N}}/refunds/{{operation}} (its OpenAPI \
+             document at /api/doc/admin/v{{N}}/json); the versions served are {}",
+            versions.join(", ")
+        )
+    });
+    &MESSAGE
+}
 
 /// A JSON answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +81,9 @@ pub struct JsonReply {
     pub replayed: bool,
     /// A business error in a 200 answer (the JSON gate).
     pub business_error: bool,
+    /// For an answer with a non-zero faultCode: its faultString made header-safe, sent as
+    /// `X-Error` (the published JS client builds its exception message from that header).
+    pub x_error: Option<String>,
 }
 
 impl JsonReply {
@@ -47,6 +95,7 @@ impl JsonReply {
             operation: None,
             replayed: false,
             business_error: false,
+            x_error: None,
         }
     }
 
@@ -58,21 +107,58 @@ impl JsonReply {
         }
     }
 
+    /// A stored answer sent again; its `X-Error` is read back from its `errors`.
     fn replayed(stored: StoredResponse) -> JsonReply {
+        let body = String::from_utf8_lossy(&stored.body).into_owned();
+        let x_error = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|answer| {
+                let errors = answer.get("errors")?;
+                let code = errors.get("faultCode")?.as_i64()?;
+                let message = errors.get("faultString")?.as_str()?;
+                (code != 0).then(|| header_safe(message))
+            });
         JsonReply {
             status: stored.status,
-            body: String::from_utf8_lossy(&stored.body).into_owned(),
+            body,
             allow: None,
             operation: None,
             replayed: true,
             business_error: false,
+            x_error,
         }
     }
 
     /// An error answer: `{"errors": {"faultCode", "faultString"}}`.
     pub fn error(status: u16, fault_code: i32, message: &str) -> JsonReply {
-        JsonReply::new(status, &errors(fault_code, message))
+        JsonReply {
+            x_error: Some(header_safe(message)),
+            ..JsonReply::new(status, &errors(fault_code, message))
+        }
     }
+}
+
+/// The longest `X-Error` value sent, in bytes; longer messages are cut (the body has them whole).
+const MAX_X_ERROR: usize = 256;
+
+/// `message` as a header value: printable ASCII only (control characters, CR and LF become
+/// spaces, an ellipsis three dots, anything else non-ASCII `?`), at most [`MAX_X_ERROR`] bytes.
+pub fn header_safe(message: &str) -> String {
+    let mut text = String::with_capacity(message.len().min(MAX_X_ERROR));
+    for c in message.chars() {
+        match c {
+            ' '..='~' => text.push(c),
+            '…' => text.push_str("..."),
+            c if c.is_control() => text.push(' '),
+            _ => text.push('?'),
+        }
+        if text.len() > MAX_X_ERROR {
+            text.truncate(MAX_X_ERROR - 3);
+            text.push_str("...");
+            break;
+        }
+    }
+    text.trim().to_owned()
 }
 
 fn errors(fault_code: i32, message: &str) -> Value {
@@ -83,6 +169,8 @@ fn errors(fault_code: i32, message: &str) -> Value {
 pub trait JsonOperation: Operation {
     /// The REST verb.
     const METHOD: &'static str;
+    /// `result` for one answer, `results` for a list.
+    const RESULT_KEY: &'static str;
     /// `result` or `results` (and paging), as a JSON object's fields.
     fn result_json(response: &Self::Response, timezone: Tz) -> Map<String, Value>;
 }
@@ -201,7 +289,11 @@ fn rest_reply<Op: JsonOperation>(
     timezone: Tz,
 ) -> JsonReply {
     match outcome {
-        Ok(response) => JsonReply::new(200, &Value::Object(Op::result_json(response, timezone))),
+        Ok(response) => {
+            let mut body = Op::result_json(response, timezone);
+            with_fault_fields(&mut body);
+            JsonReply::new(200, &Value::Object(body))
+        }
         Err(error) => {
             let status = match error {
                 RefundError::Unauthenticated => 401,
@@ -211,9 +303,43 @@ fn rest_reply<Op: JsonOperation>(
                 RefundError::Internal(_) => 500,
                 _ => 207,
             };
-            JsonReply::error(status, error.fault_code(Op::KIND), &error.public_message())
+            let (code, message) = (error.fault_code(Op::KIND), error.public_message());
+            let mut reply = JsonReply::error(status, code, &message);
+            if status == 207 {
+                reply.body = business_error_body(Op::RESULT_KEY, code, &message).to_string();
+            }
+            reply
         }
     }
+}
+
+/// IdoSell's result objects carry their own `faultCode` and `faultString`: 0 and "" on success.
+fn with_fault_fields(body: &mut Map<String, Value>) {
+    let add = |object: &mut Value| {
+        if let Value::Object(fields) = object {
+            fields.insert("faultCode".to_owned(), json!(0));
+            fields.insert("faultString".to_owned(), json!(""));
+        }
+    };
+    if let Some(result) = body.get_mut("result") {
+        add(result);
+    }
+    if let Some(Value::Array(results)) = body.get_mut("results") {
+        results.iter_mut().for_each(add);
+    }
+}
+
+/// A 207 as IdoSell's schema shows it: the operation's `result` (or one `results` entry)
+/// carrying the fault, plus the top-level `errors`.
+fn business_error_body(result_key: &str, code: i32, message: &str) -> Value {
+    let fault = json!({ "faultCode": code, "faultString": message });
+    let mut body = errors(code, message);
+    body[result_key] = if result_key == "results" {
+        json!([fault])
+    } else {
+        fault
+    };
+    body
 }
 
 /// A legacy JSON gate call.
@@ -237,7 +363,7 @@ pub async fn handle_gate(service: &RefundService, call: GateCall<'_>) -> JsonRep
 }
 
 async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>) -> JsonReply {
-    let document = match json_object(request.body) {
+    let mut document = match json_object(request.body) {
         Ok(document) => document,
         Err(error) => {
             return JsonReply::error(422, error.fault_code(Op::KIND), &error.public_message());
@@ -247,8 +373,8 @@ async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>
         Some(key) => Some(Credentials::ApiKey(key.clone())),
         None => legacy_credentials(&document).map(Credentials::Legacy),
     };
-    let params = match document.get("params") {
-        Some(Value::Object(params)) => Ok(params),
+    let params = match document.remove("params") {
+        Some(Value::Object(params)) => operation_fields(params),
         _ => Err(RefundError::InvalidParameters(
             "params must be a JSON object".to_owned(),
         )),
@@ -263,7 +389,13 @@ async fn gate<Op: JsonOperation>(service: &RefundService, request: &GateCall<'_>
         idempotency_key: request.idempotency_key.clone(),
         render: Box::new(move |outcome| gate_reply::<Op>(outcome, timezone).stored()),
     };
-    let mut reply = match call::<Op, _>(service, credentials, params, context).await {
+    let answer = match params {
+        Ok(params) => call::<Op, _>(service, credentials, Ok(&params), context).await,
+        Err(error) => {
+            call::<Op, Map<String, Value>>(service, credentials, Err(error), context).await
+        }
+    };
+    let mut reply = match answer {
         Answer::Fresh(outcome) => gate_reply::<Op>(&outcome, timezone),
         Answer::Replayed(stored) => JsonReply::replayed(stored),
     };
@@ -294,13 +426,22 @@ fn gate_reply<Op: JsonOperation>(
     }
     JsonReply {
         business_error: outcome.is_err(),
+        x_error: outcome
+            .as_ref()
+            .err()
+            .map(|error| header_safe(&error.public_message())),
         ..JsonReply::new(200, &Value::Object(body))
     }
 }
 
 fn json_object(body: &[u8]) -> Result<Map<String, Value>, RefundError> {
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
+        Ok(Value::Object(object)) => {
+            unique_keys::check(body).map_err(|error| {
+                RefundError::InvalidParameters(format!("the body is ambiguous: {error}"))
+            })?;
+            Ok(object)
+        }
         Ok(_) => Err(RefundError::InvalidParameters(
             "the body must be a JSON object".to_owned(),
         )),
@@ -313,11 +454,31 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, RefundError> {
 /// `{"params": {…}}` of a POST or PUT body.
 fn body_params(body: &[u8]) -> Result<Map<String, Value>, RefundError> {
     match json_object(body)?.remove("params") {
-        Some(Value::Object(params)) => Ok(params),
+        Some(Value::Object(params)) => operation_fields(params),
         _ => Err(RefundError::InvalidParameters(
             "the body must be {\"params\": {…}}".to_owned(),
         )),
     }
+}
+
+/// The operation's fields from a `params` object. The published Python client wraps them
+/// twice, `{"params": {"params": {…}}}`; no operation has a field named `params`, so a `params`
+/// object whose only member is an object named `params` is read as that inner object. Nothing
+/// wider: a `params` member beside other fields, or nested a third time, is refused.
+fn operation_fields(mut params: Map<String, Value>) -> Result<Map<String, Value>, RefundError> {
+    if params.len() == 1
+        && let Some(Value::Object(inner)) = params.get_mut("params")
+    {
+        params = std::mem::take(inner);
+    }
+    if params.contains_key("params") {
+        return Err(RefundError::InvalidParameters(
+            "params.params is not a field of any operation: send the fields in params \
+             (a params object holding only an object named params is read as that object)"
+                .to_owned(),
+        ));
+    }
+    Ok(params)
 }
 
 impl Params for Map<String, Value> {
@@ -385,6 +546,7 @@ fn result(fields: Value) -> Map<String, Value> {
 
 impl JsonOperation for AddAutomaticRefundOp {
     const METHOD: &'static str = "POST";
+    const RESULT_KEY: &'static str = "result";
     fn result_json(id: &i64, _: Tz) -> Map<String, Value> {
         result(json!({ "refundId": id }))
     }
@@ -392,6 +554,7 @@ impl JsonOperation for AddAutomaticRefundOp {
 
 impl JsonOperation for AddAutomaticRefundForOrderOp {
     const METHOD: &'static str = "POST";
+    const RESULT_KEY: &'static str = "result";
     fn result_json(id: &i64, _: Tz) -> Map<String, Value> {
         result(json!({ "refundId": id }))
     }
@@ -399,6 +562,7 @@ impl JsonOperation for AddAutomaticRefundForOrderOp {
 
 impl JsonOperation for AddManualRefundOp {
     const METHOD: &'static str = "POST";
+    const RESULT_KEY: &'static str = "result";
     fn result_json(id: &i64, _: Tz) -> Map<String, Value> {
         result(json!({ "refundId": id }))
     }
@@ -406,6 +570,7 @@ impl JsonOperation for AddManualRefundOp {
 
 impl JsonOperation for GetPossibleAutoRefundsOp {
     const METHOD: &'static str = "GET";
+    const RESULT_KEY: &'static str = "results";
     fn result_json(response: &Self::Response, _: Tz) -> Map<String, Value> {
         let results: Vec<Value> = response
             .iter()
@@ -426,6 +591,7 @@ impl JsonOperation for GetPossibleAutoRefundsOp {
 
 impl JsonOperation for GetRefundStatusOp {
     const METHOD: &'static str = "GET";
+    const RESULT_KEY: &'static str = "result";
     fn result_json(status: &Self::Response, timezone: Tz) -> Map<String, Value> {
         result(json!({
             "refundDateAdd": format_local_datetime(status.date_add, timezone),
@@ -440,6 +606,7 @@ impl JsonOperation for GetRefundStatusOp {
 
 impl JsonOperation for UpdateRefundOp {
     const METHOD: &'static str = "PUT";
+    const RESULT_KEY: &'static str = "result";
     fn result_json(done: &bool, _: Tz) -> Map<String, Value> {
         result(json!({ "updateResult": done }))
     }
@@ -447,6 +614,7 @@ impl JsonOperation for UpdateRefundOp {
 
 impl JsonOperation for ConfirmRefundOp {
     const METHOD: &'static str = "PUT";
+    const RESULT_KEY: &'static str = "result";
     fn result_json(done: &bool, _: Tz) -> Map<String, Value> {
         result(json!({ "confirmResult": done }))
     }
@@ -454,6 +622,7 @@ impl JsonOperation for ConfirmRefundOp {
 
 impl JsonOperation for CancelRefundOp {
     const METHOD: &'static str = "PUT";
+    const RESULT_KEY: &'static str = "result";
     fn result_json(done: &bool, _: Tz) -> Map<String, Value> {
         result(json!({ "resultStatus": done }))
     }
@@ -461,6 +630,7 @@ impl JsonOperation for CancelRefundOp {
 
 impl JsonOperation for RetrieveRefundsListOp {
     const METHOD: &'static str = "GET";
+    const RESULT_KEY: &'static str = "results";
     fn result_json(page: &Self::Response, _: Tz) -> Map<String, Value> {
         let results: Vec<Value> = page
             .refunds
@@ -469,7 +639,8 @@ impl JsonOperation for RetrieveRefundsListOp {
                 json!({
                     "sourceType": refund.source.source_type.as_str(),
                     "sourceId": refund.source.id,
-                    "paymentId": refund.id,
+                    // A string, as in IdoSell's schema (and its update/cancel requests).
+                    "paymentId": refund.id.to_string(),
                     "refundValue": money(&refund.amount),
                     "refundCurrency": refund.amount.currency.code(),
                 })
@@ -485,5 +656,37 @@ impl JsonOperation for RetrieveRefundsListOp {
         object.insert("resultsPage".to_owned(), json!(page.page));
         object.insert("resultsLimit".to_owned(), json!(page.limit));
         object
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_X_ERROR, header_safe, version};
+
+    #[test]
+    fn x_error_is_printable_ascii_and_bounded() {
+        assert_eq!(
+            header_safe("invalid source type 'żółw\r\nX: y…'"),
+            "invalid source type '???w  X: y...'"
+        );
+        let long = "é".repeat(1000);
+        let cut = header_safe(&long);
+        assert_eq!(cut.len(), MAX_X_ERROR);
+        assert!(cut.ends_with("..."));
+        let exact = "a".repeat(MAX_X_ERROR);
+        assert_eq!(
+            header_safe(&exact),
+            exact,
+            "a message of the cap is sent whole"
+        );
+    }
+
+    #[test]
+    fn only_canonical_served_versions_count() {
+        assert_eq!(version("v1"), Some(1));
+        assert_eq!(version("v8"), Some(8));
+        for refused in ["v0", "v9", "v06", "v+6", "v", "6", "V6", "v6 ", "v10"] {
+            assert_eq!(version(refused), None, "{refused}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The OpenAPI document and the REST router must agree: the same operations with the same verbs,
-//! every reference resolvable, every documented status present, the served document the bundled
-//! one, and a wrong verb answered 405 with the documented verb in `Allow`, alike on v1 and v6.
+//! every reference resolvable, every documented status present (errors with their `X-Error`
+//! header), the served document the bundled one on every version (with that version's paths),
+//! and a wrong verb answered 405 with the documented verb in `Allow`, alike on v1 to v8.
 //! (`tests/schemathesis/run` then checks the answers themselves against the document.)
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,8 +13,10 @@ use crate::support::{TEST_API_KEY, TestDatabase, TestServer, client, get};
 
 const PATH_PREFIX: &str = "/api/admin/v6/refunds/";
 const DOC_PATH: &str = "/api/doc/admin/v6/json";
-/// The statuses the REST face answers an operation with (README, API.md).
-const DOCUMENTED_STATUSES: [&str; 5] = ["200", "207", "401", "403", "422"];
+/// The statuses the REST face answers every operation with (README, API.md).
+const DOCUMENTED_STATUSES: [&str; 7] = ["200", "207", "401", "403", "404", "422", "500"];
+/// And the writes (POST, PUT), which take a body and an idempotency key.
+const DOCUMENTED_WRITE_STATUSES: [&str; 2] = ["409", "413"];
 /// The verbs an OpenAPI path item can hold.
 const VERBS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -190,7 +193,12 @@ fn every_operation_documents_its_statuses_as_json() {
         let responses = operation["responses"]
             .as_object()
             .unwrap_or_else(|| panic!("{verb} {name} has no responses"));
-        for status in DOCUMENTED_STATUSES {
+        let writes: &[&str] = if verb == "GET" {
+            &[]
+        } else {
+            &DOCUMENTED_WRITE_STATUSES
+        };
+        for &status in DOCUMENTED_STATUSES.iter().chain(writes) {
             let response = responses
                 .get(status)
                 .unwrap_or_else(|| panic!("{verb} {name} does not document {status}"));
@@ -203,7 +211,27 @@ fn every_operation_documents_its_statuses_as_json() {
                 response["content"]["application/json"]["schema"].is_object(),
                 "{verb} {name} {status}: no application/json schema"
             );
+            if status != "200" {
+                let header = resolve(&document, &response["headers"]["X-Error"]);
+                assert_eq!(
+                    header["required"],
+                    Value::Bool(true),
+                    "{verb} {name} {status}: X-Error is not declared as always sent"
+                );
+            }
         }
+        if verb == "GET" {
+            for status in DOCUMENTED_WRITE_STATUSES {
+                assert!(
+                    responses.get(status).is_none(),
+                    "{verb} {name} documents {status}, which a GET never gets"
+                );
+            }
+        }
+        assert!(
+            responses.get("429").is_none(),
+            "{verb} {name}: the gateway does not rate-limit, so 429 is not documented"
+        );
         let has_input = match verb.as_str() {
             "GET" => operation["parameters"].is_array(),
             _ => operation["requestBody"]["content"]["application/json"]["schema"].is_object(),
@@ -213,6 +241,49 @@ fn every_operation_documents_its_statuses_as_json() {
             "{verb} {name}: GET takes query parameters, POST and PUT a JSON body"
         );
     }
+}
+
+#[tokio::test]
+async fn every_version_serves_the_document_with_its_own_paths() {
+    let database = TestDatabase::with_test_shop();
+    let server = TestServer::start(&database.path).await;
+    let http = client();
+    for version in VERSIONS {
+        let url = format!("{}/api/doc/admin/v{version}/json", server.base);
+        let answer = get(&http, &url).await;
+        assert_eq!(answer.status, 200, "v{version}: {answer:?}");
+        let served: Value = serde_json::from_str(&answer.body).expect("JSON");
+        let expected = OPENAPI.replace(
+            "\"/api/admin/v6/refunds/",
+            &format!("\"/api/admin/v{version}/refunds/"),
+        );
+        assert_eq!(
+            served,
+            serde_json::from_str::<Value>(&expected).expect("JSON"),
+            "v{version}: the bundled document with v{version} paths"
+        );
+        let paths = served["paths"].as_object().expect("paths");
+        assert_eq!(paths.len(), ROUTES.len());
+        assert!(
+            paths
+                .keys()
+                .all(|path| path.starts_with(&format!("/api/admin/v{version}/refunds/"))),
+            "v{version}: {:?}",
+            paths.keys()
+        );
+    }
+    assert_eq!(*VERSIONS.end(), 8, "the JS client's default, v8, is served");
+    for unknown in ["v0", "v9", "v06", "v+6", "6"] {
+        let url = format!("{}/api/doc/admin/{unknown}/json", server.base);
+        let answer = get(&http, &url).await;
+        assert_eq!(answer.status, 404, "{unknown}: {answer:?}");
+        assert!(
+            answer.body.contains("v1, v2, v3, v4, v5, v6, v7, v8"),
+            "{unknown}: the 404 lists the versions served: {}",
+            answer.body
+        );
+    }
+    server.stop().await;
 }
 
 #[tokio::test]

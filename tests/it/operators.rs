@@ -425,7 +425,7 @@ async fn accepted_then_callback_and_callbacks_that_change_nothing() {
     assert_eq!(case.status(id).await["refundStatus"], json!("Processing"));
 
     // A bad signature is refused and changes nothing.
-    let message = json!({"refundId": id, "status": "completed", "operatorRefundId": "OP-7"});
+    let message = json!({"refundId": id, "status": "completed", "operatorRefundId": "OP-7", "amount": "40.00", "currency": "PLN"});
     assert_eq!(case.callback(message.clone(), "wrong secret").await, 401);
     assert_eq!(case.status(id).await["refundStatus"], json!("Processing"));
     // An unknown refund is not found.
@@ -439,7 +439,7 @@ async fn accepted_then_callback_and_callbacks_that_change_nothing() {
     assert_eq!(case.callback(message, SECRET).await, 200);
     assert_eq!(
         case.callback(
-            json!({"refundId": id, "status": "declined", "reason": "late"}),
+            json!({"refundId": id, "status": "declined", "reason": "late", "amount": "40.00", "currency": "PLN"}),
             SECRET
         )
         .await,
@@ -457,6 +457,70 @@ async fn accepted_then_callback_and_callbacks_that_change_nothing() {
         (case.operator.count("POST"), case.operator.count("GET")),
         (1, 0),
         "no polling before poll_after"
+    );
+    case.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_for_another_amount_or_currency_settles_nothing() {
+    // Accepted at the send; the status query (due 1.5 s later) says completed.
+    let case = Case::start(
+        Script {
+            sends: vec![Reply::Json(202, json!({"status": "accepted"}))],
+            queries: vec![Reply::Json(200, completed("OP-Q"))],
+            remember: false,
+        },
+        1_500,
+    )
+    .await;
+    let id = case.confirm("40.00").await;
+    let callback = |amount: Value, currency: Value| {
+        let mut message =
+            json!({"refundId": id, "status": "completed", "operatorRefundId": "OP-X"});
+        for (name, value) in [("amount", amount), ("currency", currency)] {
+            if !value.is_null() {
+                message[name] = value;
+            }
+        }
+        message
+    };
+    for message in [
+        callback(json!("40.01"), json!("PLN")),
+        callback(json!(4), json!("PLN")),
+        callback(json!("40.00"), json!("EUR")),
+        callback(json!("40.00"), Value::Null),
+        callback(Value::Null, json!("PLN")),
+    ] {
+        assert_eq!(
+            case.callback(message.clone(), SECRET).await,
+            409,
+            "{message}"
+        );
+    }
+    assert_eq!(case.status(id).await["refundStatus"], json!("Processing"));
+    let metrics = crate::support::get(&case.http, &format!("{}/metrics", case.server.base)).await;
+    assert!(
+        metrics
+            .body
+            .contains("refunds_gateway_operator_callbacks_total{outcome=\"mismatch\"} 5"),
+        "{}",
+        metrics.body
+    );
+    // The status query settles it with what the operator says there.
+    let status = case.settled(id).await;
+    assert_eq!(
+        (
+            status["refundStatus"].as_str(),
+            status["refundExternalId"].as_str()
+        ),
+        (Some("Completed"), Some("OP-Q"))
+    );
+    // The same amount written another way is the same amount.
+    assert_eq!(
+        case.callback(callback(json!(40), json!("PLN")), SECRET)
+            .await,
+        200,
+        "a callback for the settled refund's own amount is answered (and ignored)"
     );
     case.server.stop().await;
 }

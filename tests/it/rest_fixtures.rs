@@ -22,14 +22,17 @@
 //! `Content-Type: application/json` when there is a body. Bodies over 64 KiB are sent a moment
 //! after their headers, so that an answer given on the Content-Length alone (413) is read
 //! before the body is written. A golden document is
-//! `{"status", "contentType", "headers": {"allow"}?, "body"}`. Every answer must also be JSON,
-//! below HTTP 500, carry `errors{faultCode, faultString}` with a code fitting its status when it
-//! is not a 200, and leak nothing internal (HTML, panics, SQLite).
+//! `{"status", "contentType", "headers": {"allow"?, "x-error"?}?, "body"}`. Every answer must
+//! also be JSON, below HTTP 500, carry `errors{faultCode, faultString}` with a code fitting its
+//! status when it is not a 200 (a 207 also its `result`/`results` carrying the fault), carry a
+//! header-safe `X-Error` exactly when its faultCode is not 0, and leak nothing internal (HTML,
+//! panics, SQLite).
 //!
 //! Every folder but `_rest` mirrors `fixtures/soap`: each SOAP case has a REST twin of the same
 //! name, and `rest_and_soap_give_the_same_domain_outcome` holds the two goldens of a pair to the
 //! same outcome. `_rest` holds what only the REST face has (verbs, versions, keys and scopes,
-//! JSON types). `UPDATE_FIXTURES=1 cargo test` rewrites the goldens; review the diff.
+//! JSON types), and cases of the legacy JSON gate (a `path` of `/api/?gate=…/json`, answered
+//! 200 with `errors` for every outcome). `UPDATE_FIXTURES=1 cargo test` rewrites the goldens; review the diff.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -64,7 +67,7 @@ const PARALLEL_CASES: usize = 4;
 ///   `trailing-text-after-envelope` → text after the paymentId (422); `envelope-wrong-namespace`
 ///   → a path outside `/refunds/` (404); `unknown-operation` → an unknown operation path
 ///   (404); `soap12-must-understand` and `must-understand-header` → an API version the server
-///   does not implement, v7 and v0 (404).
+///   does not implement, v9 and v0 (404).
 /// - shapes that succeed → REST variants that succeed: other versions (v1…v5), amounts and
 ///   ids as strings, `\u` escapes, whitespace around a paymentId, no or other Content-Type,
 ///   an extra `authenticate` member, JSON nulls for nil.
@@ -285,7 +288,11 @@ struct Reply {
     status: u16,
     content_type: String,
     allow: Option<String>,
+    /// `X-Error`: the faultString of an answer with a non-zero faultCode, header-safe.
+    x_error: Option<String>,
     text: String,
+    /// Whether the case went to the legacy JSON gate (200 with `errors` for every outcome).
+    gate: bool,
 }
 
 impl Reply {
@@ -294,12 +301,24 @@ impl Reply {
             .unwrap_or_else(|_| Value::String(self.text.clone()))
     }
 
+    /// The recorded headers, `{"allow", "x-error"}` as present; `None` without either.
+    fn headers(&self) -> Option<Value> {
+        let mut headers = Map::new();
+        if let Some(allow) = &self.allow {
+            headers.insert("allow".to_owned(), json!(allow));
+        }
+        if let Some(x_error) = &self.x_error {
+            headers.insert("x-error".to_owned(), json!(x_error));
+        }
+        (!headers.is_empty()).then_some(Value::Object(headers))
+    }
+
     /// The golden document as a value (what `compare` holds the golden file to).
     fn golden(&self) -> Value {
         let mut golden =
             json!({ "status": self.status, "contentType": self.content_type, "body": self.body() });
-        if let Some(allow) = &self.allow {
-            golden["headers"] = json!({ "allow": allow });
+        if let Some(headers) = self.headers() {
+            golden["headers"] = headers;
         }
         golden
     }
@@ -311,11 +330,8 @@ impl Reply {
             self.status,
             json!(self.content_type)
         );
-        if let Some(allow) = &self.allow {
-            text.push_str(&format!(
-                "  \"headers\": {{\"allow\": {}}},\n",
-                json!(allow)
-            ));
+        if let Some(headers) = self.headers() {
+            text.push_str(&format!("  \"headers\": {headers},\n"));
         }
         let body = serde_json::to_string_pretty(&self.body()).expect("golden JSON");
         text.push_str(&format!("  \"body\": {}\n}}\n", body.replace('\n', "\n  ")));
@@ -324,6 +340,7 @@ impl Reply {
 }
 
 async fn send(http: &reqwest::Client, base: &str, request: Request) -> Result<Reply, String> {
+    let gate = request.path.starts_with("/api/?gate=");
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
         .map_err(|e| format!("method: {e}"))?;
     let mut builder = http.request(method, format!("{base}{}", request.path));
@@ -346,7 +363,11 @@ async fn send(http: &reqwest::Client, base: &str, request: Request) -> Result<Re
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (content_type, allow) = (header("content-type").unwrap_or_default(), header("allow"));
+    let (content_type, allow, x_error) = (
+        header("content-type").unwrap_or_default(),
+        header("allow"),
+        header("x-error"),
+    );
     let status = response.status().as_u16();
     let text = response
         .text()
@@ -356,7 +377,9 @@ async fn send(http: &reqwest::Client, base: &str, request: Request) -> Result<Re
         status,
         content_type,
         allow,
+        x_error,
         text,
+        gate,
     })
 }
 
@@ -397,6 +420,13 @@ fn check_invariants(reply: &Reply) -> Result<(), String> {
     let body: Value =
         serde_json::from_str(&reply.text).map_err(|e| format!("the body is not JSON ({e})"))?;
     let code = body.pointer("/errors/faultCode").and_then(Value::as_i64);
+    check_x_error(reply, &body)?;
+    if reply.gate && reply.status == 200 {
+        if code.is_none() {
+            return Err(format!("a JSON gate answer without errors: {body}"));
+        }
+        return Ok(());
+    }
     if reply.status == 200 {
         if body.get("errors").is_some()
             || !(body.get("result").is_some() || body.get("results").is_some())
@@ -425,10 +455,50 @@ fn check_invariants(reply: &Reply) -> Result<(), String> {
     if !fits {
         return Err(format!("HTTP {} with faultCode {code}", reply.status));
     }
+    if reply.status == 207 {
+        // IdoSell's 207: the operation's result key carrying the fault, beside `errors`.
+        let fault = json!({"faultCode": code, "faultString": body["errors"]["faultString"]});
+        let carried =
+            body.get("result") == Some(&fault) || body.get("results") == Some(&json!([fault]));
+        if !carried {
+            return Err(format!(
+                "a 207 without result(s) carrying its fault: {body}"
+            ));
+        }
+    }
     if reply.status == 405 && reply.allow.is_none() {
         return Err("a 405 without an Allow header".to_owned());
     }
     Ok(())
+}
+
+/// `X-Error` is on every answer with a non-zero faultCode and on no other, header-safe
+/// (printable ASCII, at most 256 bytes) and, when the faultString is, equal to it.
+fn check_x_error(reply: &Reply, body: &Value) -> Result<(), String> {
+    let code = body.pointer("/errors/faultCode").and_then(Value::as_i64);
+    let fault_string = body
+        .pointer("/errors/faultString")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match (&reply.x_error, code) {
+        (None, Some(code)) if code != 0 => Err(format!("faultCode {code} without X-Error")),
+        (Some(header), None | Some(0)) => Err(format!("X-Error {header:?} without a fault")),
+        (Some(header), _)
+            if header.len() > 256 || !header.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
+        {
+            Err(format!("X-Error is not header-safe: {header:?}"))
+        }
+        (Some(header), _)
+            if fault_string.len() <= 256
+                && fault_string.bytes().all(|b| (b' '..=b'~').contains(&b))
+                && header != fault_string.trim() =>
+        {
+            Err(format!(
+                "X-Error {header:?} is not the faultString {fault_string:?}"
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn shorten(text: &str) -> String {
@@ -639,10 +709,12 @@ fn rest_outcome(golden: &str) -> Result<(u16, Outcome, Values), String> {
         ),
         _ => Outcome::RequestRefused,
     };
+    // IdoSell's per-result faultCode and faultString are REST's own (the WSDL has none).
     let fields = |value: &Value| -> BTreeMap<String, String> {
         value.as_object().map_or_else(BTreeMap::new, |object| {
             object
                 .iter()
+                .filter(|(name, _)| !["faultCode", "faultString"].contains(&name.as_str()))
                 .map(|(name, value)| (name.clone(), scalar_text(value)))
                 .collect()
         })
