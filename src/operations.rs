@@ -504,7 +504,7 @@ fn required_text(params: &impl Params, field: &str) -> Result<String, RefundErro
 }
 
 /// A positive integer id; numeric strings are accepted as the public API's clients send them.
-fn optional_id(params: &impl Params, field: &str) -> Result<Option<i64>, RefundError> {
+pub fn optional_id(params: &impl Params, field: &str) -> Result<Option<i64>, RefundError> {
     let Some(text) = scalar_text(params, field, true)? else {
         return Ok(None);
     };
@@ -517,7 +517,7 @@ fn optional_id(params: &impl Params, field: &str) -> Result<Option<i64>, RefundE
     }
 }
 
-fn required_id(params: &impl Params, field: &str) -> Result<i64, RefundError> {
+pub fn required_id(params: &impl Params, field: &str) -> Result<i64, RefundError> {
     optional_id(params, field)?.ok_or_else(|| missing(field))
 }
 

@@ -2,6 +2,7 @@
 //! gate (`/api/?gate=refunds/{operation}/{version}/json`). Both bind parameters through
 //! [`Params`] and call the same operations as SOAP; only the envelope and the statuses differ.
 
+mod ledger_proof;
 mod unique_keys;
 
 use std::borrow::Cow;
@@ -176,7 +177,8 @@ pub trait JsonOperation: Operation {
 }
 
 /// Each operation's REST verb and path segment; the OpenAPI document must list exactly these.
-pub const ROUTES: [(&str, &str); 9] = [
+/// The nine IdoSell operations, then this service's own `ledgerProof`.
+pub const ROUTES: [(&str, &str); 10] = [
     (
         AddAutomaticRefundOp::NAME,
         <AddAutomaticRefundOp as JsonOperation>::METHOD,
@@ -213,6 +215,7 @@ pub const ROUTES: [(&str, &str); 9] = [
         RetrieveRefundsListOp::NAME,
         <RetrieveRefundsListOp as JsonOperation>::METHOD,
     ),
+    (ledger_proof::NAME, "GET"),
 ];
 
 /// A REST call as the server hands it over.
@@ -230,6 +233,9 @@ pub struct RestCall<'a> {
 /// credentials and scopes, 409 for a reused idempotency key, 422 for unreadable or invalid
 /// parameters, 404/405 for the route.
 pub async fn handle_rest(service: &RefundService, call: RestCall<'_>) -> JsonReply {
+    if call.operation == ledger_proof::NAME {
+        return ledger_proof::handle(service, &call).await;
+    }
     crate::dispatch_operation!(
         call.operation,
         rest(service, &call),
@@ -295,14 +301,7 @@ fn rest_reply<Op: JsonOperation>(
             JsonReply::new(200, &Value::Object(body))
         }
         Err(error) => {
-            let status = match error {
-                RefundError::Unauthenticated => 401,
-                RefundError::Forbidden(_) => 403,
-                RefundError::InvalidParameters(_) => 422,
-                RefundError::IdempotencyKeyReused => 409,
-                RefundError::Internal(_) => 500,
-                _ => 207,
-            };
+            let status = rest_status(error);
             let (code, message) = (error.fault_code(Op::KIND), error.public_message());
             let mut reply = JsonReply::error(status, code, &message);
             if status == 207 {
@@ -310,6 +309,18 @@ fn rest_reply<Op: JsonOperation>(
             }
             reply
         }
+    }
+}
+
+/// The HTTP status of an error on the REST face: 207 for a business error.
+fn rest_status(error: &RefundError) -> u16 {
+    match error {
+        RefundError::Unauthenticated => 401,
+        RefundError::Forbidden(_) => 403,
+        RefundError::InvalidParameters(_) => 422,
+        RefundError::IdempotencyKeyReused => 409,
+        RefundError::Internal(_) => 500,
+        _ => 207,
     }
 }
 

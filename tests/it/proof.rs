@@ -226,3 +226,53 @@ async fn a_proof_of_something_that_is_not_a_payment_says_so() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn the_rest_face_answers_the_same_proof_to_a_reader() {
+    let database = TestDatabase::with_test_shop();
+    refunds_on_the_payment(&database.path).await;
+    let cli = audit(&database.path, &["prove", "--payment", "11", "--json"]);
+    let cli: Value = serde_json::from_str(&stdout(&cli)).expect("JSON");
+    let server = TestServer::start(&database.path).await;
+    let http = client();
+    let get = |key: &str, query: Value| {
+        rest_request(
+            &http,
+            &server.base,
+            key,
+            reqwest::Method::GET,
+            "ledgerProof",
+            &query,
+        )
+        .send()
+    };
+    let answer = get(crate::support::TEST_READ_KEY, json!({"paymentId": "11"}))
+        .await
+        .expect("send");
+    assert_eq!(answer.status(), 200);
+    let served: Value = answer.json().await.expect("JSON");
+    assert_eq!(
+        served, cli,
+        "the REST face and the command line make the same proof"
+    );
+
+    let unknown = get(TEST_API_KEY, json!({"paymentId": 999999}))
+        .await
+        .expect("send");
+    assert_eq!(unknown.status(), 207);
+    let unknown: Value = unknown.json().await.expect("JSON");
+    assert_eq!(unknown["errors"]["faultCode"], 4008);
+    let missing = get(TEST_API_KEY, json!({})).await.expect("send");
+    assert_eq!(missing.status(), 422);
+    let anonymous = get("", json!({"paymentId": 11})).await.expect("send");
+    assert_eq!(anonymous.status(), 401);
+    let wrong_verb = http
+        .post(format!("{}/api/admin/v6/refunds/ledgerProof", server.base))
+        .header("x-api-key", TEST_API_KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wrong_verb.status(), 405);
+    assert_eq!(wrong_verb.headers()["allow"], "GET");
+    server.stop().await;
+}
