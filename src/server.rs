@@ -168,10 +168,13 @@ pub async fn run(
         .header_read_timeout(app.config.header_read_timeout);
 
     tokio::pin!(shutdown);
+    let files_lost = store.files_lost();
+    tokio::pin!(files_lost);
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.context("connection limiter closed")?,
             () = &mut shutdown => break,
+            () = &mut files_lost => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -184,6 +187,7 @@ pub async fn run(
                 }
             },
             () = &mut shutdown => break,
+            () = &mut files_lost => break,
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -212,10 +216,14 @@ pub async fn run(
     {
         tracing::warn!("some connections were still open after the grace period");
     }
-    tokio::task::spawn_blocking(move || store.close())
+    let closing = store.clone();
+    tokio::task::spawn_blocking(move || closing.close())
         .await
         .context("closing the store")?;
-    Ok(())
+    // A supervisor restarts a process that exits with an error into a clear state.
+    store
+        .check_files()
+        .context("the service stopped because the ledger's files changed under it")
 }
 
 /// Forgets expired idempotency keys every ten minutes.

@@ -303,6 +303,7 @@ impl RefundService {
 
     /// Whether the ledger answers (for readiness).
     pub async fn ready(&self) -> Result<(), RefundError> {
+        self.store.check_files()?;
         self.store
             .read(|ledger| Ok(ledger.audit_head().map(|_| ())?))
             .await

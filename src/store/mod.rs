@@ -15,6 +15,7 @@
 //! snapshot: short reads on the caller's thread ([`Store::read`]), long ones on a blocking
 //! thread ([`Store::scan`]).
 
+mod files;
 mod sqlite;
 
 use std::path::Path;
@@ -133,6 +134,85 @@ const MAX_READERS: usize = 8;
 /// The most writes committed together.
 const MAX_BATCH: usize = 256;
 
+/// How often an idle writer checks that its files are still on disk.
+const IDLE_FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Set once by the writer when it stops because its files were deleted or replaced.
+#[derive(Default)]
+struct FilesLost {
+    set: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FilesLost {
+    fn is_set(&self) -> bool {
+        self.set.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn raise(&self) {
+        self.set.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// What the writer does on finding `replaced`: log it, save what the process still holds, and
+/// stop. A deleted WAL is checkpointed into the database file through the handle the writer
+/// still has, so every commit already answered, and the batch being answered, survive; a
+/// replaced database file is copied next to it (`{path}.rescued-{unix seconds}`), and the
+/// batch being answered is failed. `Err` says why the batch must fail.
+fn files_lost(
+    connection: &rusqlite::Connection,
+    database: &Path,
+    replaced: files::ReplacedFile,
+    lost: &FilesLost,
+) -> Result<(), String> {
+    lost.raise();
+    let outcome = match replaced {
+        files::ReplacedFile::Wal => sqlite::checkpoint_into_database(connection)
+            .map(|()| "checkpointed into the database file; the process stops".to_owned()),
+        files::ReplacedFile::Database => {
+            let seconds = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            let mut rescue = database.as_os_str().to_owned();
+            rescue.push(format!(".rescued-{seconds}"));
+            let rescue = std::path::PathBuf::from(rescue);
+            sqlite::rescue_copy(connection, &rescue).and_then(|()| {
+                Err(anyhow::anyhow!(
+                    "what the process held was copied to {}; the process stops",
+                    rescue.display()
+                ))
+            })
+        }
+    };
+    match &outcome {
+        Ok(saved) => tracing::error!(
+            database = %database.display(),
+            "{}: {saved}; restart the service",
+            replaced.describe()
+        ),
+        Err(error) => tracing::error!(
+            database = %database.display(),
+            error = format!("{error:#}"),
+            "{}: the ledger stops; writes since the last checkpoint may be lost",
+            replaced.describe()
+        ),
+    }
+    outcome
+        .map(|_| ())
+        .map_err(|error| format!("{}: {error:#}", replaced.describe()))
+}
+
 /// The SQLite store: one writer thread, a pool of readers.
 #[derive(Clone)]
 pub struct Store {
@@ -146,20 +226,51 @@ struct StoreInner {
     /// Bounds the reads running at once, and so the read connections and blocking threads.
     read_slots: tokio::sync::Semaphore,
     path: std::path::PathBuf,
+    /// Raised by the writer when it stops because its files were deleted or replaced.
+    lost: Arc<FilesLost>,
 }
 
 impl Store {
     /// Opens (creating and migrating if needed) the database at `path` and starts the writer.
+    ///
+    /// If the writer finds its database or `-wal` file deleted or replaced on disk (see
+    /// [`files`]), it stops: the batch that found it is answered only if its commit reached the
+    /// database file (the still-open, unlinked WAL is checkpointed into it), every later write
+    /// is refused, readiness fails, and [`Store::files_lost`] resolves so that the process can
+    /// exit for its supervisor to restart it.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         let mut connection = sqlite::open_writer(path)?;
         sqlite::migrate(&mut connection)?;
+        if let Some(floor) = sqlite::begin_run(&mut connection)? {
+            tracing::warn!(
+                next_id_above = floor,
+                "the last run did not close the ledger; refund ids continue above anything it \
+                 may have handed out"
+            );
+        }
+        let files = files::LedgerFiles::record(path)?;
+        let lost = Arc::new(FilesLost::default());
+        let writer_lost = lost.clone();
         let (sender, receiver) = mpsc::channel::<WriteJob>();
+        let database = path.to_owned();
         let writer_thread = std::thread::Builder::new()
             .name("ledger-writer".to_owned())
             .spawn(move || {
-                // Group commit: whatever has queued up while the last batch committed goes into
-                // the next one.
-                while let Ok(first) = receiver.recv() {
+                let lost = writer_lost;
+                loop {
+                    // Group commit: whatever has queued up while the last batch committed goes
+                    // into the next one. While idle, the files are checked once a second.
+                    let first = match receiver.recv_timeout(IDLE_FILE_CHECK) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if let Err(replaced) = files.check() {
+                                let _ = files_lost(&connection, &database, replaced, &lost);
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match receiver.try_recv() {
@@ -167,7 +278,16 @@ impl Store {
                             Err(_) => break,
                         }
                     }
-                    sqlite::run_batch(&mut connection, batch);
+                    sqlite::run_batch(&mut connection, batch, |connection| match files.check() {
+                        Ok(()) => Ok(()),
+                        Err(replaced) => files_lost(connection, &database, replaced, &lost),
+                    });
+                    if lost.is_set() {
+                        return;
+                    }
+                }
+                if let Err(error) = sqlite::end_run(&mut connection) {
+                    tracing::error!(error = format!("{error:#}"), "closing the ledger");
                 }
             })
             .context("starting the ledger writer thread")?;
@@ -178,8 +298,22 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
                 read_slots: tokio::sync::Semaphore::new(MAX_READERS),
                 path: path.to_owned(),
+                lost,
             }),
         })
+    }
+
+    /// Resolves when the writer has found its files deleted or replaced and stopped.
+    pub async fn files_lost(&self) {
+        self.inner.lost.wait().await;
+    }
+
+    /// `Err` once the writer has stopped because its files were deleted or replaced.
+    pub fn check_files(&self) -> anyhow::Result<()> {
+        if self.inner.lost.is_set() {
+            anyhow::bail!("the ledger refuses writes: its files on disk were deleted or replaced");
+        }
+        Ok(())
     }
 
     /// Runs `work` in one write transaction on the writer thread: committed when it returns
@@ -211,6 +345,7 @@ impl Store {
     }
 
     fn submit(&self, job: WriteJob) -> anyhow::Result<()> {
+        self.check_files()?;
         let sender = self
             .inner
             .writer

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_trust.sql"),
     include_str!("migrations/0005_counts.sql"),
     include_str!("migrations/0006_triggers_without_in_lists.sql"),
+    include_str!("migrations/0007_ledger_runs.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
@@ -82,7 +83,14 @@ pub type BatchedWrite = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 /// Group commit: runs every write of `batch` in one `BEGIN IMMEDIATE` transaction, each in its
 /// own savepoint (so a failed or panicking write leaves no trace and the others stand), commits
 /// once, and only then answers each write. One fsync serves the whole batch.
-pub fn run_batch(connection: &mut Connection, batch: Vec<BatchedWrite>) {
+///
+/// `verify` runs after a successful commit and before any answer: an `Err` from it turns the
+/// batch's answers into failures (the writer checks there that its files are still on disk).
+pub fn run_batch(
+    connection: &mut Connection,
+    batch: Vec<BatchedWrite>,
+    verify: impl FnOnce(&Connection) -> Result<(), String>,
+) {
     let transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(transaction) => transaction,
         Err(error) => {
@@ -95,13 +103,84 @@ pub fn run_batch(connection: &mut Connection, batch: Vec<BatchedWrite>) {
     let completions: Vec<Completion> = batch.into_iter().map(|write| write(&transaction)).collect();
     let committed = transaction
         .commit()
-        .map_err(|error| format!("committing a write batch: {error}"));
+        .map_err(|error| format!("committing a write batch: {error}"))
+        .and_then(|()| verify(connection));
     if let Err(reason) = &committed {
         tracing::error!(%reason, writes = completions.len(), "a write batch was rolled back");
     }
     for complete in completions {
         complete(committed.as_ref().map(|_| ()).map_err(String::as_str));
     }
+}
+
+/// How far the id sequence moves at a start after a run that did not close the ledger: more
+/// ids than the refunds a write-ahead log holds between two checkpoints (1 000 pages), so that
+/// no id acknowledged by the lost run can come back.
+pub const ID_GAP_AFTER_UNCLEAN_RUN: i64 = 1_000_000;
+
+/// Marks the ledger open by a `serve` process. If the last run did not close it, moves the
+/// movements sequence forward by [`ID_GAP_AFTER_UNCLEAN_RUN`] and returns the new floor.
+pub fn begin_run(connection: &mut Connection) -> anyhow::Result<Option<i64>> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let was_open: bool =
+        transaction.query_row("SELECT open FROM ledger_runs WHERE id = 1", [], |row| {
+            row.get(0)
+        })?;
+    let mut floor = None;
+    if was_open {
+        let highest: i64 = transaction.query_row(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'movements'), 0),
+                        coalesce((SELECT max(id) FROM movements), 0))",
+            [],
+            |row| row.get(0),
+        )?;
+        let moved = highest.saturating_add(ID_GAP_AFTER_UNCLEAN_RUN);
+        let updated = transaction.execute(
+            "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'movements'",
+            [moved],
+        )?;
+        if updated == 0 {
+            transaction.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('movements', ?1)",
+                [moved],
+            )?;
+        }
+        floor = Some(moved);
+    }
+    transaction.execute("UPDATE ledger_runs SET open = 1 WHERE id = 1", [])?;
+    transaction.commit().context("marking the ledger open")?;
+    Ok(floor)
+}
+
+/// Marks the ledger closed cleanly by the writer that opened it.
+pub fn end_run(connection: &mut Connection) -> anyhow::Result<()> {
+    connection
+        .execute("UPDATE ledger_runs SET open = 0 WHERE id = 1", [])
+        .context("marking the ledger closed")?;
+    Ok(())
+}
+
+/// Copies every committed frame of the WAL the connection holds open (linked or not) into the
+/// database file and syncs it. `Err` unless all of them were copied.
+pub fn checkpoint_into_database(connection: &Connection) -> anyhow::Result<()> {
+    let (busy, log, checkpointed): (i64, i64, i64) = connection
+        .query_row("PRAGMA wal_checkpoint(FULL)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .context("checkpointing the write-ahead log")?;
+    if busy != 0 || checkpointed != log {
+        bail!("the checkpoint copied {checkpointed} of {log} frames (busy: {busy})");
+    }
+    Ok(())
+}
+
+/// A copy of everything the connection sees, committed, at `target` (`VACUUM INTO`).
+pub fn rescue_copy(connection: &Connection, target: &Path) -> anyhow::Result<()> {
+    let target = target.to_str().context("the rescue path is not UTF-8")?;
+    connection
+        .execute("VACUUM INTO ?1", [target])
+        .with_context(|| format!("copying the ledger to {target}"))?;
+    Ok(())
 }
 
 /// Runs `work` in a savepoint of the batch's transaction: released when it returns `Ok`,
@@ -1233,7 +1312,7 @@ mod tests {
             write(12, "panic", answers.clone()),
             write(13, "ok", answers),
         ];
-        run_batch(&mut connection, batch);
+        run_batch(&mut connection, batch, |_| Ok(()));
         let mut results: Vec<(i64, bool)> = answered
             .iter()
             .map(|(id, result)| (id, result.is_ok()))

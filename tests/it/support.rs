@@ -332,3 +332,140 @@ pub fn rest_request(
     };
     request.header("x-api-key", key)
 }
+
+/// A `serve` process on `127.0.0.1:0` over `database`, started with `args` after the database;
+/// its log lines (stderr) are kept in `log` for the test to read.
+pub struct ServeProcess {
+    pub process: Running,
+    /// `host:port`.
+    pub address: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServeProcess {
+    pub fn start(database: &Path, args: &[&str]) -> ServeProcess {
+        use std::io::BufRead as _;
+        let mut child = gateway()
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(database)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("REFUNDS_LOG_FORMAT", "text")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the gateway");
+        let stderr = child.stderr.take().expect("stderr");
+        let process = Running(child);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (address_sender, address) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        // Keeps draining the log so that the gateway never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("address=") {
+                    let address = line[at + "address=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = address_sender.send(address);
+                }
+                lines.lock().expect("log").push(line);
+            }
+        });
+        let address = address
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the gateway did not say where it listens: {:?}",
+                    log.lock().expect("log")
+                )
+            });
+        ServeProcess {
+            process,
+            address,
+            log,
+        }
+    }
+
+    /// The log lines so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|line| line.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its exit status, if it did.
+    pub fn wait_for_exit(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.process.0.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGTERM, then waits (up to 15 s) for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.process.0.id() as libc::pid_t;
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = self
+            .wait_for_exit(std::time::Duration::from_secs(15))
+            .expect("the gateway stops on SIGTERM");
+        assert!(status.success(), "the gateway stopped cleanly: {status:?}");
+    }
+}
+
+/// Nothing lost, nothing twice: each refund id a client was told about is in the ledger exactly
+/// once (ids are primary keys, so "once" is a count of the distinct ids told), the ledger's
+/// running totals agree with its refunds, and `audit verify` passes.
+pub fn assert_nothing_lost(database: &Path, acknowledged: &[i64]) {
+    let ledger = rusqlite::Connection::open(database).expect("open ledger");
+    let distinct: std::collections::BTreeSet<i64> = acknowledged.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        acknowledged.len(),
+        "no refund id was told to two clients"
+    );
+    let missing: Vec<i64> = distinct
+        .iter()
+        .copied()
+        .filter(|id| {
+            ledger
+                .query_row("SELECT count(*) FROM refunds WHERE id = ?1", [id], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .expect("count")
+                != 1
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged refunds are not in the ledger: {missing:?}",
+        missing.len(),
+        distinct.len()
+    );
+    drop(ledger);
+    assert_ledger_consistent(database);
+    let verify = gateway()
+        .args(["audit", "verify", "--db"])
+        .arg(database)
+        .output()
+        .expect("audit verify");
+    assert!(
+        verify.status.success(),
+        "audit verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
