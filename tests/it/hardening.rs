@@ -98,3 +98,151 @@ async fn a_deleted_wal_stops_the_service_without_losing_or_reissuing_ids() {
         "the service stopped accepting writes after the deletion"
     );
 }
+
+/// Runs `refunds-gateway import FILE` on `database` with `document`; its success and stderr.
+fn import(database: &Path, document: &Value) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("shop.json");
+    std::fs::write(&file, document.to_string()).expect("write shop");
+    let output = crate::support::gateway()
+        .args(["import", "--db"])
+        .arg(database)
+        .arg(&file)
+        .output()
+        .expect("run import");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Adds a manual refund of `value` `currency` for a return or claim; the answer's JSON.
+async fn add_claim_refund(
+    http: &reqwest::Client,
+    address: &str,
+    source_type: &str,
+    source_id: i64,
+    value: &str,
+    currency: &str,
+) -> Value {
+    let params = json!({"sourceType": source_type, "sourceId": source_id, "refundValue": value,
+        "refundCurrency": currency, "refundDetails": {"paymentFormId": 1}});
+    rest_request(
+        http,
+        &format!("http://{address}"),
+        TEST_API_KEY,
+        reqwest::Method::POST,
+        "addManualRefund",
+        &params,
+    )
+    .send()
+    .await
+    .expect("answered")
+    .json()
+    .await
+    .expect("JSON")
+}
+
+/// Issue 12, item 3: once a return or claim has refunds, re-importing it onto another order or
+/// currency, or below what is refunded, rejects the whole file and names the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimport() {
+    let order = |id: i64, currency: &str, payment: i64, amount: &str| {
+        json!({"orderId": id, "currency": currency, "fulfilled": false, "payments": [{
+            "paymentId": payment, "amount": amount, "currency": currency, "paymentFormId": 2,
+            "autoRefund": false, "paidAt": "2026-11-19 10:00:00"}]})
+    };
+    let shop = json!({
+        "orders": [order(9002, "EUR", 9201, "100.00"), order(9003, "PLN", 9301, "500.00")],
+        "returns": [{"returnId": 9601, "orderId": 9002, "value": "30.00", "currency": "EUR"}],
+        "rmas": [{"rmaId": 9701, "orderId": 9002, "value": "20.00", "currency": "EUR"}],
+    });
+    let database = TestDatabase::with_shop(&shop.to_string());
+    let gateway = ServeProcess::start(&database.path, &[]);
+    let http = client();
+    let mut acknowledged = Vec::new();
+    for (source_type, id, value) in [("return", 9601, "30.00"), ("rma", 9701, "20.00")] {
+        let added = add_claim_refund(&http, &gateway.address, source_type, id, value, "EUR").await;
+        acknowledged.push(added["result"]["refundId"].as_i64().expect("refund added"));
+    }
+
+    let claims = |returns: Value, rmas: Value| {
+        json!({"orders": [order(9003, "PLN", 9301, "500.00")
+            .as_object().cloned().map(|mut o| { o.insert("fulfilled".into(), json!(true)); o })],
+            "returns": returns, "rmas": rmas})
+    };
+    let this_return = |order: i64, value: &str, currency: &str| json!([{"returnId": 9601, "orderId": order, "value": value, "currency": currency}]);
+    let this_rma = |order: i64, value: &str, currency: &str| json!([{"rmaId": 9701, "orderId": order, "value": value, "currency": currency}]);
+    let refused = [
+        (
+            claims(this_return(9003, "100.00", "PLN"), json!([])),
+            "returns[0] (id 9601): it has refunds, so it stays on order 9002",
+        ),
+        (
+            claims(json!([]), this_rma(9003, "100.00", "PLN")),
+            "rmas[0] (id 9701): it has refunds, so it stays on order 9002",
+        ),
+        (
+            claims(this_return(9002, "10.00", "EUR"), json!([])),
+            "returns[0] (id 9601): value 10.00 EUR is below the 30.00 EUR already refunded",
+        ),
+    ];
+    for (document, message) in refused {
+        let (imported, stderr) = import(&database.path, &document);
+        assert!(!imported, "refused: {document}");
+        assert!(
+            stderr.contains(message),
+            "names the entry and why: {stderr}"
+        );
+    }
+    let ledger = rusqlite::Connection::open(&database.path).expect("open ledger");
+    let row = |sql: &str| -> String {
+        ledger
+            .query_row(sql, [], |row| row.get::<_, String>(0))
+            .expect(sql)
+    };
+    assert_eq!(
+        row(
+            "SELECT order_id || ' ' || value_minor || ' ' || currency FROM returns WHERE id = 9601"
+        ),
+        "9002 3000 EUR"
+    );
+    assert_eq!(
+        row("SELECT order_id || ' ' || value_minor || ' ' || currency FROM rmas WHERE id = 9701"),
+        "9002 2000 EUR"
+    );
+    assert_eq!(
+        row("SELECT fulfilled || '' FROM orders WHERE id = 9003"),
+        "0",
+        "the whole file was rejected"
+    );
+    // The schema refuses it too, whatever code path writes.
+    let moved = ledger.execute(
+        "UPDATE returns SET order_id = 9003, currency = 'PLN' WHERE id = 9601",
+        [],
+    );
+    assert!(
+        moved
+            .as_ref()
+            .is_err_and(|error| error.to_string().contains("keeps its order and currency")),
+        "{moved:?}"
+    );
+    drop(ledger);
+
+    // Raising the value on the same order and currency still imports, and the rest can be
+    // refunded in the return's own currency only.
+    let (imported, stderr) = import(
+        &database.path,
+        &claims(this_return(9002, "40.00", "EUR"), json!([])),
+    );
+    assert!(
+        imported,
+        "a higher value on the same order imports: {stderr}"
+    );
+    let pln = add_claim_refund(&http, &gateway.address, "return", 9601, "10.00", "PLN").await;
+    assert_eq!(pln["errors"]["faultCode"], 4004, "{pln}");
+    let eur = add_claim_refund(&http, &gateway.address, "return", 9601, "10.00", "EUR").await;
+    acknowledged.push(eur["result"]["refundId"].as_i64().expect("refund added"));
+    gateway.stop();
+    assert_nothing_lost(&database.path, &acknowledged);
+}
