@@ -351,6 +351,11 @@ fn import(database: &Path, file: &Path, timezone: Tz) -> anyhow::Result<()> {
 fn add_user(database: &Path, login: &str, password: &str, scope: &str) -> anyhow::Result<()> {
     let scopes = parse_scopes(scope)?;
     anyhow::ensure!(!login.trim().is_empty(), "the login must not be empty");
+    anyhow::ensure!(
+        !login.contains(crate::refunds::LEGACY_LOGIN_FORBIDDEN),
+        "the login must not contain '{}': that names API keys (key:NAME) and the service's own callers",
+        crate::refunds::LEGACY_LOGIN_FORBIDDEN
+    );
     anyhow::ensure!(!password.is_empty(), "the password must not be empty");
     let user = ApiUser {
         login: login.to_owned(),

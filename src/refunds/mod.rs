@@ -515,6 +515,13 @@ impl RefundService {
         credentials: LegacyCredentials,
     ) -> Result<(String, Scopes), RefundError> {
         let login = credentials.login;
+        // Keys (`key:{name}`) and the service's own callers (`outbox:…`, `operator:…`) are
+        // named with a colon, so a legacy login never has one: it would share their idempotency
+        // keys and audit name. `user add` refuses such logins; one stored by an older version
+        // is refused here.
+        if login.contains(LEGACY_LOGIN_FORBIDDEN) {
+            return Err(RefundError::Unauthenticated);
+        }
         let key = credentials.key.trim().to_ascii_lowercase();
         let presented = Presented::Legacy {
             login: login.clone(),
@@ -723,6 +730,10 @@ fn settle(
     };
     rules::record(ledger, change, &before, status, before.amount.minor)
 }
+
+/// The character that separates a caller's kind from its name (`key:rt`); never in a legacy
+/// login, so a login can never be taken for a key or the service itself.
+pub const LEGACY_LOGIN_FORBIDDEN: char = ':';
 
 /// `sha1(date + password_sha1_hex)` in lowercase hex.
 pub fn legacy_key(date: &str, password_sha1_hex: &str) -> String {

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_triggers_without_in_lists.sql"),
     include_str!("migrations/0007_ledger_runs.sql"),
     include_str!("migrations/0008_refunded_claims_keep_identity.sql"),
+    include_str!("migrations/0009_logins_without_colon.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {

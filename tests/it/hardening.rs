@@ -246,3 +246,96 @@ async fn a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimpo
     gateway.stop();
     assert_nothing_lost(&database.path, &acknowledged);
 }
+
+/// Issue 12, item 5: a legacy login named like an API key's principal (`key:rt`) must never
+/// share that key's idempotency keys or audit name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_login_cannot_take_an_api_keys_principal() {
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let run = |args: &[&str]| {
+        crate::support::gateway()
+            .args(args)
+            .arg("--db")
+            .arg(&database.path)
+            .output()
+            .expect("run")
+    };
+    let refused = run(&["user", "add", "key:rt", "--password", "pw"]);
+    assert!(!refused.status.success(), "user add 'key:rt' is refused");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("must not contain ':'"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let created = run(&["key", "create", "--name", "rt"]);
+    assert!(created.status.success());
+    let key = String::from_utf8(created.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    // A login stored by a version that still took it.
+    {
+        let ledger = rusqlite::Connection::open(&database.path).expect("open ledger");
+        ledger
+            .execute_batch(&format!(
+                "DROP TRIGGER IF EXISTS api_users_login_without_colon;
+                 INSERT INTO api_users (login, password_sha1, scopes, created_at)
+                 VALUES ('key:rt', '{}', 'read,write,confirm', 0);",
+                refunds_gateway::refunds::password_sha1_hex("pw")
+            ))
+            .expect("store the old login");
+    }
+
+    let gateway = ServeProcess::start(&database.path, &[]);
+    let http = client();
+    let params = json!({"sourceType": "order", "sourceId": 9100, "refundValue": "0.01",
+        "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}});
+    let by_key: Value = rest_request(
+        &http,
+        &format!("http://{}", gateway.address),
+        &key,
+        reqwest::Method::POST,
+        "addManualRefund",
+        &params,
+    )
+    .header("idempotency-key", "shared-1")
+    .send()
+    .await
+    .expect("answered")
+    .json()
+    .await
+    .expect("JSON");
+    let refund = by_key["result"]["refundId"].as_i64().expect("refund added");
+
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Warsaw)
+        .format("%Y%m%d")
+        .to_string();
+    let legacy_key = refunds_gateway::refunds::legacy_key(
+        &today,
+        &refunds_gateway::refunds::password_sha1_hex("pw"),
+    );
+    let by_login: Value = http
+        .post(format!(
+            "http://{}/api/?gate=refunds/addManualRefund/1/json",
+            gateway.address
+        ))
+        .header("idempotency-key", "shared-1")
+        .body(
+            json!({"authenticate": {"userLogin": "key:rt", "authenticateKey": legacy_key},
+                "params": params})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        by_login["errors"]["faultCode"], 1,
+        "the login 'key:rt' is not let in, let alone given key rt's answer: {by_login}"
+    );
+    gateway.stop();
+    assert_nothing_lost(&database.path, &[refund]);
+}
