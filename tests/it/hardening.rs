@@ -339,3 +339,64 @@ async fn a_legacy_login_cannot_take_an_api_keys_principal() {
     gateway.stop();
     assert_nothing_lost(&database.path, &[refund]);
 }
+
+/// Issue 12, item 6: a retry under the same idempotency key replays the first answer whatever
+/// the spelling of its amount (`"1.00"`, `"1.0"`, `1`, `1e0`); another amount is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_matches_the_amount_by_value_not_spelling() {
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let gateway = ServeProcess::start(&database.path, &[]);
+    let http = client();
+    let add = |value: Value| {
+        let params = json!({"sourceType": "order", "sourceId": 9100, "refundValue": value,
+            "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}});
+        let request = rest_request(
+            &http,
+            &format!("http://{}", gateway.address),
+            TEST_API_KEY,
+            reqwest::Method::POST,
+            "addManualRefund",
+            &params,
+        )
+        .header("idempotency-key", "amount-spelling-1");
+        async move {
+            let response = request.send().await.expect("answered");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("body"))
+        }
+    };
+    let (status, first) = add(json!("1.00")).await;
+    assert_eq!(status, 200, "{first}");
+    let refund = serde_json::from_str::<Value>(&first).expect("JSON")["result"]["refundId"]
+        .as_i64()
+        .expect("refund added");
+    // `1e0` goes out as the raw JSON number text, like the others.
+    let number = |text: &str| serde_json::from_str::<Value>(text).expect("a JSON number");
+    for value in [
+        json!("1.0"),
+        json!("1"),
+        number("1"),
+        number("1.000"),
+        number("1e0"),
+    ] {
+        let (status, again) = add(value.clone()).await;
+        assert_eq!(
+            (status, &again),
+            (200, &first),
+            "{value} replays the first answer"
+        );
+    }
+    let (status, other) = add(json!("1.01")).await;
+    assert_eq!(
+        status, 409,
+        "another amount under the same key is refused: {other}"
+    );
+
+    gateway.stop();
+    assert_nothing_lost(&database.path, &[refund]);
+    let ledger = rusqlite::Connection::open(&database.path).expect("open ledger");
+    let refunds: i64 = ledger
+        .query_row("SELECT count(*) FROM refunds", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(refunds, 1, "the retries added nothing");
+}
