@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome, Served};
 use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
+use crate::refunds::throttle::CLIENT_ADDRESS;
 use crate::refunds::{CallbackOutcome, Policy, RefundError, RefundService};
 use crate::rest::{self, JsonReply};
 use crate::soap::envelope::{SoapVersion, XmlLimits};
@@ -191,9 +192,13 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let client = peer.ip();
         let service = hyper::service::service_fn(move |request| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(serve(app, request).await) }
+            // The service counts failed authentications per client address (see
+            // `refunds::throttle`).
+            let served = CLIENT_ADDRESS.scope(client, serve(app, request));
+            async move { Ok::<_, std::convert::Infallible>(served.await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

@@ -9,6 +9,7 @@ mod credentials;
 pub mod error;
 pub mod outbox;
 mod rules;
+pub mod throttle;
 pub mod types;
 
 use chrono_tz::Tz;
@@ -249,6 +250,7 @@ pub struct RefundService {
     /// Woken when a job is added, so the outbox worker sends it at once.
     jobs_added: Arc<tokio::sync::Notify>,
     credentials: Arc<CredentialsCache>,
+    failed_authentications: Arc<throttle::FailedAuthentications>,
 }
 
 /// How the service is configured to behave.
@@ -292,6 +294,9 @@ impl RefundService {
             clock,
             timezone,
             credentials: Arc::new(CredentialsCache::new(policy.credentials_ttl)),
+            failed_authentications: Arc::new(throttle::FailedAuthentications::new(
+                throttle::WINDOW,
+            )),
             policy: Arc::new(policy),
             jobs_added: Arc::new(tokio::sync::Notify::new()),
         }
@@ -495,9 +500,28 @@ impl RefundService {
         needs: Scope,
         origin: Origin,
     ) -> Result<Caller, RefundError> {
-        let (login, scopes) = match credentials.ok_or(RefundError::Unauthenticated)? {
-            Credentials::Legacy(legacy) => self.legacy_caller(legacy).await?,
-            Credentials::ApiKey(key) => self.api_key_caller(&key).await?,
+        let credentials = credentials.ok_or(RefundError::Unauthenticated)?;
+        let address = throttle::client_address();
+        let legacy_login = match &credentials {
+            Credentials::Legacy(legacy) => Some(legacy.login.as_str()),
+            Credentials::ApiKey(_) => None,
+        };
+        if let Some(seconds) = self.failed_authentications.refused(legacy_login, address) {
+            return Err(RefundError::AuthenticationThrottled(seconds));
+        }
+        let failed_login = legacy_login.map(str::to_owned);
+        let checked = match credentials {
+            Credentials::Legacy(legacy) => self.legacy_caller(legacy).await,
+            Credentials::ApiKey(key) => self.api_key_caller(&key).await,
+        };
+        let (login, scopes) = match checked {
+            Ok(caller) => caller,
+            Err(RefundError::Unauthenticated) => {
+                self.failed_authentications
+                    .record_failure(failed_login.as_deref(), address);
+                return Err(RefundError::Unauthenticated);
+            }
+            Err(error) => return Err(error),
         };
         if !needs.granted(scopes) {
             return Err(RefundError::Forbidden(needs.name()));
@@ -535,13 +559,21 @@ impl RefundService {
             .store
             .read(move |ledger| ledger.api_user(&login).map_err(RefundError::from))
             .await?;
-        let user = user.ok_or(RefundError::Unauthenticated)?;
-        if !dates
-            .iter()
-            .any(|date| legacy_key(date, &user.password_sha1_hex) == key)
-        {
-            return Err(RefundError::Unauthenticated);
-        }
+        // The same work whether the login exists or not, so that answer times do not tell
+        // which logins exist: an unknown login is checked against a password nobody has.
+        let password_sha1_hex = user
+            .as_ref()
+            .map_or(UNKNOWN_LOGIN_PASSWORD_SHA1, |user| &user.password_sha1_hex);
+        let matched = dates.iter().fold(false, |matched, date| {
+            matched
+                | same_bytes(
+                    legacy_key(date, password_sha1_hex).as_bytes(),
+                    key.as_bytes(),
+                )
+        });
+        let user = user
+            .filter(|_| matched)
+            .ok_or(RefundError::Unauthenticated)?;
         self.credentials
             .remember(presented, &user.login, user.scopes);
         Ok((user.login, user.scopes))
@@ -729,6 +761,15 @@ fn settle(
         Settlement::Failed { .. } => RefundStatus::Failed,
     };
     rules::record(ledger, change, &before, status, before.amount.minor)
+}
+
+/// What an unknown login's key is checked against (the SHA-1 of no password anyone was given),
+/// so that it costs what a known login's does.
+const UNKNOWN_LOGIN_PASSWORD_SHA1: &str = "0000000000000000000000000000000000000000";
+
+/// Compares two byte strings in a time that depends only on their lengths.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// The character that separates a caller's kind from its name (`key:rt`); never in a legacy

@@ -205,6 +205,7 @@ fn rest_reply<Op: JsonOperation>(
         Err(error) => {
             let status = match error {
                 RefundError::Unauthenticated => 401,
+                RefundError::AuthenticationThrottled(_) => 429,
                 RefundError::Forbidden(_) => 403,
                 RefundError::InvalidParameters(_) => 422,
                 RefundError::IdempotencyKeyReused => 409,
