@@ -1,10 +1,12 @@
 //! The HTTP server: accept loop, routing by (method, path, gate), body cap, graceful shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -44,6 +46,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub xml_limits: XmlLimits,
     pub max_connections: usize,
+    /// The most bytes of request bodies held at once, over all connections; a body waits (up to
+    /// `body_read_timeout`) for its share before it is read, so clients that park unfinished
+    /// bodies cannot pin more memory than this.
+    pub body_budget_bytes: usize,
+    /// The most requests from one client address reading a body before their caller is known
+    /// (SOAP and the JSON gate without a valid API key header); more wait for a slot, so one
+    /// address cannot take the whole body budget.
+    pub max_anonymous_bodies_per_address: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -76,6 +86,8 @@ impl Config {
             max_body_bytes: 1024 * 1024,
             xml_limits: XmlLimits::default(),
             max_connections: 8192,
+            body_budget_bytes: 64 * 1024 * 1024,
+            max_anonymous_bodies_per_address: 16,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
@@ -111,6 +123,66 @@ struct App {
     operators: Arc<Operators>,
     config: Config,
     next_request_id: AtomicU64,
+    /// Bytes of request bodies that may be held at once (see `Config::body_budget_bytes`).
+    body_budget: Arc<Semaphore>,
+    /// The most body bytes held at once since memory was last handed back to the system.
+    body_bytes_peak: AtomicUsize,
+    anonymous_bodies: AddressSlots,
+}
+
+/// Slots per client address for requests reading a body before their caller is known.
+struct AddressSlots {
+    per_address: usize,
+    slots: Arc<std::sync::Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+}
+
+/// One taken slot; forgotten with its address's entry when the last holder or waiter goes.
+struct AddressSlot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    address: IpAddr,
+    slots: Arc<std::sync::Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+}
+
+impl AddressSlots {
+    fn new(per_address: usize) -> AddressSlots {
+        AddressSlots {
+            per_address,
+            slots: Arc::default(),
+        }
+    }
+
+    async fn take(&self, address: IpAddr) -> Option<AddressSlot> {
+        let semaphore = {
+            let mut slots = self.slots.lock().ok()?;
+            slots
+                .entry(address)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_address)))
+                .clone()
+        };
+        let mut slot = AddressSlot {
+            permit: None,
+            address,
+            slots: self.slots.clone(),
+        };
+        slot.permit = Some(semaphore.acquire_owned().await.ok()?);
+        Some(slot)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let permit = self.permit.take();
+        if let Ok(mut slots) = self.slots.lock() {
+            drop(permit);
+            // Only the map's own reference left: nobody holds or waits for this address.
+            if slots
+                .get(&self.address)
+                .is_some_and(|semaphore| Arc::strong_count(semaphore) == 1)
+            {
+                slots.remove(&self.address);
+            }
+        }
+    }
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -160,9 +232,13 @@ pub async fn run(
         service,
         metrics: Metrics::new(),
         operators,
+        body_budget: Arc::new(Semaphore::new(config.body_budget_bytes)),
+        body_bytes_peak: AtomicUsize::new(0),
+        anonymous_bodies: AddressSlots::new(config.max_anonymous_bodies_per_address),
         config,
         next_request_id: AtomicU64::new(1),
     });
+    let trimming = tokio::spawn(hand_back_memory(app.clone()));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -211,6 +287,7 @@ pub async fn run(
 
     tracing::info!("shutting down: finishing open requests");
     housekeeping.abort();
+    trimming.abort();
     let _ = stop_worker.send(());
     if let Some(worker) = worker {
         let _ = worker.await;
@@ -229,6 +306,28 @@ pub async fn run(
     store
         .check_files()
         .context("the service stopped because the ledger's files changed under it")
+}
+
+/// After a burst of large bodies, hands the freed memory back to the system: glibc keeps up to
+/// 64 MiB of free heap (see [`tune_allocator`]), which after a burst of parked bodies would stay
+/// resident. Checked every five seconds; trims only when more than 8 MiB of bodies were held
+/// since the last trim and few are held now.
+async fn hand_back_memory(app: Arc<App>) {
+    const BURST: usize = 8 * 1024 * 1024;
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        let held = app.config.body_budget_bytes - app.body_budget.available_permits();
+        if app.body_bytes_peak.load(Ordering::Relaxed) > BURST && held < BURST {
+            app.body_bytes_peak.store(held, Ordering::Relaxed);
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            let _ = tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim takes the allocator's locks itself.
+                unsafe { libc::malloc_trim(0) }
+            })
+            .await;
+        }
+    }
 }
 
 /// Forgets expired idempotency keys every ten minutes.
@@ -527,7 +626,7 @@ async fn rest_request(
 ) -> Reply {
     let method = request.method().as_str().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
-    let parts = match call_parts(app, request).await {
+    let parts = match call_parts(app, request, true).await {
         Ok(parts) => parts,
         Err(error) => return json_reply(error.json(app)),
     };
@@ -538,7 +637,7 @@ async fn rest_request(
         api_key: parts.api_key,
         idempotency_key: parts.idempotency_key,
         request_id,
-        body: &parts.body,
+        body: &parts.body.bytes,
     };
     json_reply(rest::handle_rest(&app.service, call).await)
 }
@@ -549,7 +648,7 @@ async fn gate_request(
     operation: &str,
     request_id: Option<String>,
 ) -> Reply {
-    let parts = match call_parts(app, request).await {
+    let parts = match call_parts(app, request, false).await {
         Ok(parts) => parts,
         Err(error) => return json_reply(error.json(app)),
     };
@@ -558,7 +657,7 @@ async fn gate_request(
         api_key: parts.api_key,
         idempotency_key: parts.idempotency_key,
         request_id,
-        body: &parts.body,
+        body: &parts.body.bytes,
     };
     json_reply(rest::handle_gate(&app.service, call).await)
 }
@@ -591,10 +690,12 @@ fn json_reply(reply: JsonReply) -> Reply {
 /// `POST /operators/{name}/callback`: an operator's asynchronous result, signed.
 async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> Reply {
     let signature = header(&request, "x-signature").map(str::to_owned);
-    let body = match read_body(app, request).await {
-        Ok(body) => body,
+    // Operators sign their callbacks in the body, so the caller is not known before it.
+    let held = match read_body_held(app, request, false).await {
+        Ok(held) => held,
         Err(error) => return json_reply(error.json(app)),
     };
+    let body = &held.bytes;
     let answer = |status: u16, message: &str| {
         let body = serde_json::json!({ "status": status, "message": message }).to_string();
         plain(
@@ -606,11 +707,11 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
     let Some(operator) = app.operators.get(name) else {
         return answer(404, "no such operator");
     };
-    if !operator.verify_callback(&body, signature.as_deref()) {
+    if !operator.verify_callback(body, signature.as_deref()) {
         tracing::warn!(operator = name, "callback with a bad signature refused");
         return answer(401, "bad signature");
     }
-    let message: OperatorMessage = match serde_json::from_slice(&body) {
+    let message: OperatorMessage = match serde_json::from_slice(body) {
         Ok(message) => message,
         Err(_) => return answer(400, "the body is not a callback message"),
     };
@@ -635,12 +736,12 @@ async fn callback_request(app: &App, request: Request<Incoming>, name: &str) -> 
 async fn soap_request(app: &App, request: Request<Incoming>, request_id: Option<String>) -> Reply {
     let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
     let version = SoapVersion::from_content_type(content_type.as_deref());
-    let parts = match call_parts(app, request).await {
+    let parts = match call_parts(app, request, false).await {
         Ok(parts) => parts,
         Err(error) => return soap_reply(SoapReply::fault(&error.fault(app, version))),
     };
     let call = soap::SoapCall {
-        body: &parts.body,
+        body: &parts.body.bytes,
         content_type: content_type.as_deref(),
         api_key: parts.api_key.as_deref(),
         idempotency_key: parts.idempotency_key,
@@ -658,7 +759,7 @@ async fn soap_request(app: &App, request: Request<Incoming>, request_id: Option<
 struct CallParts {
     api_key: Option<String>,
     idempotency_key: Option<String>,
-    body: Bytes,
+    body: HeldBody,
 }
 
 /// Why a request's [`CallParts`] could not be read.
@@ -684,10 +785,36 @@ impl PartsError {
     }
 }
 
-async fn call_parts(app: &App, request: Request<Incoming>) -> Result<CallParts, PartsError> {
+/// Reads a call's parts. A body is read only within the body budget, and for a caller not
+/// known from the headers (no valid API key) also within its address's slots; with
+/// `key_required` (REST, where only a header key authenticates) a body without a valid key is
+/// not read at all: the call is answered 401 from its headers.
+async fn call_parts(
+    app: &App,
+    request: Request<Incoming>,
+    key_required: bool,
+) -> Result<CallParts, PartsError> {
     let api_key = api_key_of(&request);
     let idempotency_key = idempotency_key_of(&request).map_err(PartsError::IdempotencyKey)?;
-    let body = read_body(app, request).await.map_err(PartsError::Body)?;
+    // Reads (no body) skip the check: the call authenticates anyway, and nothing is held.
+    let caller_known = match &api_key {
+        _ if !has_body(&request) => true,
+        Some(key) => app.service.knows_api_key(key).await,
+        None => false,
+    };
+    if key_required && !caller_known {
+        return Ok(CallParts {
+            api_key,
+            idempotency_key,
+            body: HeldBody {
+                bytes: Bytes::new(),
+                _budget: None,
+            },
+        });
+    }
+    let body = read_body_held(app, request, caller_known)
+        .await
+        .map_err(PartsError::Body)?;
     Ok(CallParts {
         api_key,
         idempotency_key,
@@ -744,10 +871,96 @@ impl BodyError {
 const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-/// Reads the body, refusing it before reading when Content-Length is over the cap, and after
-/// at most the cap when it is not declared. The rest of a refused body is drained in the
-/// background (see [`DRAIN_BYTES`]).
-async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyError> {
+/// Whether a request comes with a body to read: not a GET or HEAD, nor a declared empty one.
+fn has_body(request: &Request<Incoming>) -> bool {
+    let method = request.method();
+    method != Method::GET
+        && method != Method::HEAD
+        && header(request, CONTENT_LENGTH.as_str()).map(str::trim) != Some("0")
+}
+
+/// A request body and its share of the body budget, handed back when both are dropped.
+struct HeldBody {
+    bytes: Bytes,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Reads the body within the body budget (see [`Config::body_budget_bytes`]): its share is
+/// taken before reading (the declared length, or each frame's as it comes), waiting while the
+/// budget is spent, and the whole wait and read are bounded by the body timeout. A body whose
+/// caller is not known yet also waits for one of its address's slots
+/// ([`Config::max_anonymous_bodies_per_address`]).
+async fn read_body_held(
+    app: &App,
+    request: Request<Incoming>,
+    caller_known: bool,
+) -> Result<HeldBody, BodyError> {
+    let declared = header(&request, CONTENT_LENGTH.as_str())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let refused_unread = declared.is_some_and(|length| length > app.config.max_body_bytes as u64)
+        || header(&request, "content-encoding")
+            .is_some_and(|encoding| !encoding.trim().eq_ignore_ascii_case("identity"));
+    if !has_body(&request) || refused_unread {
+        // Nothing to hold: no body, or one refused before it is read.
+        return Ok(HeldBody {
+            bytes: read_body_within(app, request, None, app.config.body_read_timeout).await?,
+            _budget: None,
+        });
+    }
+    let budget = app.body_budget.clone();
+    let address = (!caller_known)
+        .then(crate::refunds::throttle::client_address)
+        .flatten();
+    let wait = async {
+        let slot = match address {
+            Some(address) => Some(
+                app.anonymous_bodies
+                    .take(address)
+                    .await
+                    .ok_or(BodyError::Broken)?,
+            ),
+            None => None,
+        };
+        // A declared length is taken whole (it is at most the cap); else one frame at a time.
+        let upfront = declared
+            .filter(|&length| length <= app.config.max_body_bytes as u64)
+            .map_or(0, |length| length as u32);
+        let held = budget
+            .clone()
+            .acquire_many_owned(upfront)
+            .await
+            .map_err(|_| BodyError::Broken)?;
+        Ok::<_, BodyError>((slot, held))
+    };
+    let started = Instant::now();
+    let (slot, mut held) = tokio::time::timeout(app.config.body_read_timeout, wait)
+        .await
+        .map_err(|_| BodyError::Timeout)??;
+    let in_use = app.config.body_budget_bytes - app.body_budget.available_permits();
+    app.body_bytes_peak.fetch_max(in_use, Ordering::Relaxed);
+    let undeclared = declared.is_none().then_some((&budget, &mut held));
+    let left = app
+        .config
+        .body_read_timeout
+        .saturating_sub(started.elapsed());
+    let bytes = read_body_within(app, request, undeclared, left).await;
+    drop(slot);
+    Ok(HeldBody {
+        bytes: bytes?,
+        _budget: Some(held),
+    })
+}
+
+/// Reads the body within `timeout`, refusing it before reading when Content-Length is over the
+/// cap, and after at most the cap when it is not declared; when not declared, each frame's
+/// share of the budget is taken into `undeclared`'s permit first. The rest of a refused body is
+/// drained in the background (see [`DRAIN_BYTES`]).
+async fn read_body_within(
+    app: &App,
+    request: Request<Incoming>,
+    mut undeclared: Option<(&Arc<Semaphore>, &mut tokio::sync::OwnedSemaphorePermit)>,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
     let encoded = header(&request, "content-encoding")
         .is_some_and(|encoding| !encoding.trim().eq_ignore_ascii_case("identity"));
     if encoded {
@@ -771,12 +984,20 @@ async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyE
                 if collected.len() + data.len() > cap {
                     return Err(BodyError::TooLarge);
                 }
+                if let Some((budget, held)) = undeclared.as_mut() {
+                    let more = (*budget)
+                        .clone()
+                        .acquire_many_owned(data.len() as u32)
+                        .await
+                        .map_err(|_| BodyError::Broken)?;
+                    held.merge(more);
+                }
                 collected.extend_from_slice(&data);
             }
         }
         Ok(Bytes::from(collected))
     };
-    match tokio::time::timeout(app.config.body_read_timeout, read).await {
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(BodyError::Timeout),
         Ok(Err(BodyError::TooLarge)) => {
             tokio::spawn(drain(body));

@@ -579,6 +579,12 @@ impl RefundService {
         Ok((user.login, user.scopes))
     }
 
+    /// Whether `key` names a live API key (remembered like any checked credential). Counts no
+    /// failure: the call that follows authenticates and counts it.
+    pub async fn knows_api_key(&self, key: &str) -> bool {
+        self.api_key_caller(key).await.is_ok()
+    }
+
     async fn api_key_caller(&self, key: &str) -> Result<(String, Scopes), RefundError> {
         let digest = api_key_digest(key.trim());
         let presented = Presented::ApiKey {

@@ -619,3 +619,190 @@ async fn a_wrong_key_costs_the_same_for_known_and_unknown_logins() {
          (a call: {cost:.1} µs)"
     );
 }
+
+/// Raises this process's soft limit of open files to at least `wanted` (servers started from
+/// here inherit it); panics, saying so, when the hard limit does not allow it.
+fn raise_open_files(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit),
+            0,
+            "getrlimit"
+        );
+        if limit.rlim_cur >= wanted {
+            return;
+        }
+        assert!(
+            limit.rlim_max >= wanted,
+            "this test needs {wanted} open files; the hard limit is {} (raise ulimit -n)",
+            limit.rlim_max
+        );
+        limit.rlim_cur = wanted;
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit),
+            0,
+            "cannot raise the open-files limit to {wanted}"
+        );
+    }
+}
+
+/// The resident set of process `pid`, in MiB, from `/proc/{pid}/status`.
+fn resident_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+/// Issue 12, item 2: 2,000 connections each park an unfinished 1 MiB SOAP body (declared, all
+/// but its end sent, as far as the server takes it). The server's resident memory stays under
+/// 200 MB, and well-formed calls from another client address are answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_unfinished_bodies_do_not_pin_memory_and_others_are_served() {
+    use std::io::Write as _;
+    const PARKED: usize = 2_000;
+    const BODY: usize = 1024 * 1024;
+    raise_open_files((PARKED * 2 + 1_024) as u64);
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let gateway = ServeProcess::start(&database.path, &[]);
+    let pid = gateway.process.0.id();
+    let address = gateway.address.clone();
+    let resident_at_start = resident_mib(pid);
+
+    let target = address.clone();
+    let parked = tokio::task::spawn_blocking(move || {
+        let head = format!(
+            "POST /soap/refunds HTTP/1.1\r\nHost: {target}\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {BODY}\r\n\r\n"
+        );
+        let filler = vec![b' '; BODY - 1];
+        let mut connections = Vec::with_capacity(PARKED);
+        for _ in 0..PARKED {
+            let mut stream = std::net::TcpStream::connect(&target).expect("connect");
+            stream.write_all(head.as_bytes()).expect("head");
+            stream.set_nonblocking(true).expect("non-blocking");
+            connections.push((stream, 0usize));
+        }
+        // Send all but the last byte, as far as each connection takes it (bounded rounds).
+        for _ in 0..20 {
+            let mut progressed = false;
+            for (stream, sent) in connections.iter_mut() {
+                while *sent < filler.len() {
+                    match stream.write(&filler[*sent..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(written) => {
+                            *sent += written;
+                            progressed = true;
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let sent: usize = connections.iter().map(|(_, sent)| sent).sum();
+        (connections, sent)
+    })
+    .await
+    .expect("parking connections");
+    let (connections, sent) = parked;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resident_parked = resident_mib(pid);
+
+    // Meanwhile, another client address is served: REST writes and SOAP reads.
+    let other = client_from("127.0.0.2");
+    let mut acknowledged = Vec::new();
+    for _ in 0..10 {
+        acknowledged.push(
+            add_small_refund(&other, &address)
+                .await
+                .expect("a REST write from another address is answered"),
+        );
+    }
+    for _ in 0..5 {
+        let answer = other
+            .post(format!("http://{address}/soap/refunds"))
+            .headers(reqwest::header::HeaderMap::from_iter(
+                crate::support::soap11_headers("getRefundStatus")
+                    .into_iter()
+                    .map(|(name, value)| {
+                        (
+                            reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                                .expect("name"),
+                            value.parse().expect("value"),
+                        )
+                    }),
+            ))
+            .body(crate::support::soap11(
+                "getRefundStatus",
+                &format!(
+                    "<r:sourceType>order</r:sourceType><r:sourceId>9100</r:sourceId><r:paymentId>{}</r:paymentId>",
+                    acknowledged[0]
+                ),
+            ))
+            .send()
+            .await
+            .expect("a SOAP call from another address is answered");
+        // The legacy key is for the fixed test day, so the call is refused: it was read,
+        // authenticated and answered all the same.
+        assert!(answer.status().as_u16() < 600);
+    }
+    let resident_peak = resident_parked.max(resident_mib(pid));
+    eprintln!(
+        "{PARKED} parked connections, {} MiB of unfinished bodies sent: server resident {resident_at_start:.0} MiB at start, {resident_peak:.0} MiB while parked",
+        sent / (1024 * 1024)
+    );
+    drop(connections);
+    gateway.stop();
+    assert_nothing_lost(&database.path, &acknowledged);
+    assert!(
+        resident_peak < 200.0,
+        "the server's resident memory reached {resident_peak:.0} MiB"
+    );
+}
+
+/// Issue 12, item 2: a REST body is read only for a caller its headers prove: without a valid
+/// API key the call is answered 401 from its headers, before a byte of its body is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_body_without_a_valid_key_is_not_waited_for() {
+    use std::io::{Read as _, Write as _};
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let gateway = ServeProcess::start(&database.path, &[]);
+    let address = gateway.address.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        ["", "X-API-KEY: rgk_not_a_key\r\n"].map(|key| {
+            let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            write!(
+                stream,
+                "POST /api/admin/v6/refunds/addManualRefund HTTP/1.1\r\nHost: {address}\r\n{key}Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            .expect("head");
+            let mut answer = [0u8; 12];
+            stream.read_exact(&mut answer).expect("an answer before the body");
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+    })
+    .await
+    .expect("raw exchanges");
+    for answer in answers {
+        assert_eq!(answer, "HTTP/1.1 401");
+    }
+    let refund = add_small_refund(&client(), &gateway.address)
+        .await
+        .expect("a call with a valid key is served");
+    gateway.stop();
+    assert_nothing_lost(&database.path, &[refund]);
+}
