@@ -251,6 +251,7 @@ fn init_tracing(format: LogFormat) {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::server::tune_allocator();
+    crate::fatal_signal::report_sigbus();
     let timezone = args.timezone.timezone;
     if args.demo {
         load_demo(&args.database.path, timezone)?;

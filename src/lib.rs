@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod fatal_signal;
 pub mod metrics;
 pub mod money;
 pub mod operations;

@@ -806,3 +806,59 @@ async fn a_rest_body_without_a_valid_key_is_not_waited_for() {
     gateway.stop();
     assert_nothing_lost(&database.path, &[refund]);
 }
+
+/// Issue 12, item 7: a memory-mapped file failing under the process (here the `-shm`,
+/// truncated; `chattr +i` does the same) kills it with SIGBUS. It must say so in its log, and a
+/// restart must recover with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigbus_from_the_shm_is_logged_and_a_restart_recovers() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let mut gateway = ServeProcess::start(&database.path, &[]);
+    let http = client();
+    let mut acknowledged = Vec::new();
+    for _ in 0..20 {
+        acknowledged.push(
+            add_small_refund(&http, &gateway.address)
+                .await
+                .expect("refund added"),
+        );
+    }
+    let mut shm = database.path.as_os_str().to_owned();
+    shm.push("-shm");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shm)
+        .expect("open the -shm")
+        .set_len(0)
+        .expect("truncate the -shm");
+    // The next ledger access touches the mapping (bounded attempts).
+    for _ in 0..20 {
+        match add_small_refund(&http, &gateway.address).await {
+            Some(id) => acknowledged.push(id),
+            None => break,
+        }
+    }
+    let status = gateway
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("the process died of the truncated -shm");
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "{status:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reported = gateway.log_lines("fatal signal SIGBUS");
+    assert_eq!(
+        reported.len(),
+        1,
+        "the cause is logged once: {:?}",
+        gateway.log.lock().expect("log")
+    );
+    drop(gateway);
+
+    let restarted = ServeProcess::start(&database.path, &[]);
+    acknowledged.push(
+        add_small_refund(&http, &restarted.address)
+            .await
+            .expect("the restarted service takes refunds"),
+    );
+    restarted.stop();
+    assert_nothing_lost(&database.path, &acknowledged);
+}
