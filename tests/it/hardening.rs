@@ -862,3 +862,39 @@ async fn a_sigbus_from_the_shm_is_logged_and_a_restart_recovers() {
     restarted.stop();
     assert_nothing_lost(&database.path, &acknowledged);
 }
+
+/// Issue 12, smaller: the fault for too many namespace declarations is in our words; the
+/// parser's advice ("raise the limit with …") goes to the log only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_namespaces_get_our_words_and_the_log_gets_the_parsers() {
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let gateway = ServeProcess::start(&database.path, &[]);
+    let declarations: String = (0..300)
+        .map(|n| format!(" xmlns:n{n}=\"urn:example:{n}\""))
+        .collect();
+    let envelope = format!(
+        r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body{declarations}><r:getRefundStatus xmlns:r="urn:refunds-gateway:refunds"/></soap:Body></soap:Envelope>"#
+    );
+    let answer = client()
+        .post(format!("http://{}/soap/refunds", gateway.address))
+        .header("content-type", "text/xml; charset=utf-8")
+        .body(envelope)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), 500, "a SOAP 1.1 Client fault");
+    let fault = answer.text().await.expect("body");
+    assert!(
+        fault.contains("too many namespace declarations: at most 256 may be in scope"),
+        "{fault}"
+    );
+    assert!(!fault.contains("set_max_namespace_bindings"), "{fault}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        gateway.log_lines("set_max_namespace_bindings").len(),
+        1,
+        "the parser's text is logged"
+    );
+    gateway.stop();
+    assert_nothing_lost(&database.path, &[]);
+}
