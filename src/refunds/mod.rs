@@ -341,9 +341,15 @@ impl RefundService {
     {
         let caller = caller.clone();
         let now = self.clock.now();
+        // The time to live holds at read, not only at the next purge: an answer stored this
+        // long ago or longer is forgotten before the key is looked up.
+        let expired_at = now.saturating_sub(self.policy.idempotency_ttl_seconds);
         let outcome = self
             .store
             .write(move |ledger| {
+                if let Some(claim) = &claim {
+                    ledger.forget_expired_answer(&caller.login, &claim.key, expired_at)?;
+                }
                 if let Some(claim) = &claim
                     && let Some((digest, stored)) =
                         ledger.idempotent_answer(&caller.login, &claim.key)?

@@ -92,6 +92,14 @@ pub trait Ledger {
         answer: &StoredResponse,
         now: Timestamp,
     ) -> anyhow::Result<()>;
+    /// Forgets the answer under `principal`'s `key` if it was stored at or before `at` (it has
+    /// expired), so that an expired key is never replayed, whenever the purge runs.
+    fn forget_expired_answer(
+        &mut self,
+        principal: &str,
+        key: &str,
+        at: Timestamp,
+    ) -> anyhow::Result<()>;
     /// Forgets answers stored before `before`; returns how many.
     fn purge_answers(&mut self, before: Timestamp) -> anyhow::Result<u64>;
 

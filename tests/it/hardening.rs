@@ -898,3 +898,38 @@ async fn too_many_namespaces_get_our_words_and_the_log_gets_the_parsers() {
     gateway.stop();
     assert_nothing_lost(&database.path, &[]);
 }
+
+/// Issue 12, smaller: `--idempotency-ttl-hours 0` keeps no key, even before the next purge: a
+/// second call under the same key is a new request, not a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_ttl_of_zero_replays_nothing() {
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let gateway = ServeProcess::start(&database.path, &["--idempotency-ttl-hours", "0"]);
+    let http = client();
+    let mut acknowledged = Vec::new();
+    for _ in 0..2 {
+        let params = json!({"sourceType": "order", "sourceId": 9100, "refundValue": "0.01",
+            "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}});
+        let response = rest_request(
+            &http,
+            &format!("http://{}", gateway.address),
+            TEST_API_KEY,
+            reqwest::Method::POST,
+            "addManualRefund",
+            &params,
+        )
+        .header("idempotency-key", "kept-for-no-time")
+        .send()
+        .await
+        .expect("answered");
+        assert!(
+            response.headers().get("idempotency-replayed").is_none(),
+            "not a replay"
+        );
+        let body: Value = response.json().await.expect("JSON");
+        acknowledged.push(body["result"]["refundId"].as_i64().expect("refund added"));
+    }
+    gateway.stop();
+    assert_ne!(acknowledged[0], acknowledged[1], "two refunds");
+    assert_nothing_lost(&database.path, &acknowledged);
+}
