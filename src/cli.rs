@@ -253,6 +253,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::server::tune_allocator();
     crate::fatal_signal::report_sigbus();
     let timezone = args.timezone.timezone;
+    // Open (creating and migrating) before saying "listening": a database that cannot be
+    // opened for writing stops the start with its cause, not after a claim to serve.
+    Maintenance::open(&args.database.path)?;
     if args.demo {
         load_demo(&args.database.path, timezone)?;
     }

@@ -933,3 +933,27 @@ async fn an_idempotency_ttl_of_zero_replays_nothing() {
     assert_ne!(acknowledged[0], acknowledged[1], "two refunds");
     assert_nothing_lost(&database.path, &acknowledged);
 }
+
+/// Issue 12, smaller: `serve` opens and migrates its database before it says it is listening,
+/// so a database it cannot open stops the start with the cause and no such claim.
+#[test]
+fn serve_opens_its_database_before_it_says_it_listens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("missing-folder").join("refunds.db");
+    let output = crate::support::gateway()
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&database)
+        .env("RUST_LOG", "info")
+        .env("REFUNDS_LOG_FORMAT", "text")
+        .output()
+        .expect("run serve");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains("opening database"),
+        "the cause is named: {log}"
+    );
+    assert!(!log.contains("listening"), "no claim to listen: {log}");
+    // No ledger, so no refunds to look for: nothing was half-created either.
+    assert!(!database.exists());
+}
