@@ -172,6 +172,10 @@ struct ServeArgs {
     /// longest a revoked key or a changed password keeps working. 0 checks every call.
     #[arg(long, default_value_t = 1000)]
     credentials_ttl_ms: u64,
+    /// Serve /metrics to requests with `Authorization: Bearer TOKEN`; without a token /metrics
+    /// is off. Best given through the environment, so that it is not in the process list.
+    #[arg(long, env = "REFUNDS_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Payment operators file (TOML); without it every refund goes to the sandbox.
     #[arg(long, env = "REFUNDS_OPERATORS")]
     operators: Option<PathBuf>,
@@ -281,6 +285,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.operators = OperatorsConfig::load(path)?;
         }
         config.public_url = args.public_url;
+        config.metrics_token = args
+            .metrics_token
+            .filter(|token| !token.trim().is_empty())
+            .map(|token| crate::server::MetricsToken(token.trim().to_owned()));
         config.timezone = timezone;
         config.clock = Clock::System;
         crate::server::run(listener, config, shutdown_signal()).await

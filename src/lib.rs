@@ -21,4 +21,4 @@ pub mod shop;
 pub mod soap;
 pub mod store;
 
-pub use server::{Config, run};
+pub use server::{Config, MetricsToken, run};

@@ -70,10 +70,23 @@ pub struct Config {
     /// Whether this instance runs the outbox worker. Off, confirmed automatic refunds wait in
     /// the outbox (fixture tests use this to keep `Processing` refunds still).
     pub run_outbox: bool,
+    /// `/metrics` answers only requests with `Authorization: Bearer {token}`; without a token it
+    /// is off (404): refund counts and the outbox depth are the shop's business.
+    pub metrics_token: Option<MetricsToken>,
     /// Tests only: a request to this path panics inside its handler, to prove a panic becomes
     /// a fault and a log line rather than a dropped connection.
     #[doc(hidden)]
     pub panic_on_path: Option<String>,
+}
+
+/// The token a scraper sends for `/metrics`; never printed.
+#[derive(Clone)]
+pub struct MetricsToken(pub String);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(…)")
+    }
 }
 
 impl Config {
@@ -94,6 +107,7 @@ impl Config {
             operators: OperatorsConfig::default(),
             run_outbox: true,
             panic_on_path: None,
+            metrics_token: None,
             require_second_approver: false,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             credentials_ttl: Duration::from_secs(1),
@@ -554,6 +568,20 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
         Route::Rest { operation } => rest_request(app, request, &operation, request_id).await,
         Route::JsonGate { operation } => gate_request(app, request, &operation, request_id).await,
         Route::OpenApi => plain(StatusCode::OK, JSON, rest::OPENAPI.to_owned()),
+        Route::Metrics if !metrics_allowed(app, &request) => {
+            let status = if app.config.metrics_token.is_some() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            plain(
+                status,
+                "text/plain; charset=utf-8",
+                "metrics need the token serve was started with (--metrics-token), as \
+                 Authorization: Bearer\n"
+                    .to_owned(),
+            )
+        }
         Route::Metrics => match app.service.counts().await {
             Ok(counts) => plain(
                 StatusCode::OK,
@@ -600,6 +628,27 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
             reply
         }
     }
+}
+
+/// Whether the request carries the metrics token (compared in a time that depends only on
+/// the lengths).
+fn metrics_allowed(app: &App, request: &Request<Incoming>) -> bool {
+    let Some(MetricsToken(token)) = &app.config.metrics_token else {
+        return false;
+    };
+    let Some(presented) = header(request, "authorization")
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, presented)| presented.trim())
+    else {
+        return false;
+    };
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
 }
 
 /// 503 for a monitoring route whose ledger read failed; the cause goes to the log.

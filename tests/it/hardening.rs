@@ -957,3 +957,47 @@ fn serve_opens_its_database_before_it_says_it_listens() {
     // No ledger, so no refunds to look for: nothing was half-created either.
     assert!(!database.exists());
 }
+
+/// Issue 12, smaller: `/metrics` (refund counts, outbox depth) is off without a token, and with
+/// one answers only to `Authorization: Bearer {token}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answer_only_with_the_token() {
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let http = client();
+    let gateway = ServeProcess::start(&database.path, &[]);
+    let refund = add_small_refund(&http, &gateway.address)
+        .await
+        .expect("refund added");
+    let scrape = |address: &str, token: Option<&str>| {
+        let mut request = http.get(format!("http://{address}/metrics"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        async move {
+            let response = request.send().await.expect("answered");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("body"))
+        }
+    };
+    let (status, body) = scrape(&gateway.address, None).await;
+    assert_eq!(status, 404, "off without a token");
+    assert!(!body.contains("refunds_gateway_refunds"), "{body}");
+    gateway.stop();
+
+    let token = "a-scrape-token-for-this-test";
+    let gateway = ServeProcess::start(&database.path, &["--metrics-token", token]);
+    for wrong in [None, Some("not-the-token")] {
+        let (status, body) = scrape(&gateway.address, wrong).await;
+        assert_eq!(status, 401, "{wrong:?}");
+        assert!(!body.contains("refunds_gateway_refunds"), "{body}");
+    }
+    let (status, body) = scrape(&gateway.address, Some(token)).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.lines()
+            .any(|line| line == r#"refunds_gateway_refunds{status="New"} 1"#),
+        "{body}"
+    );
+    gateway.stop();
+    assert_nothing_lost(&database.path, &[refund]);
+}

@@ -229,7 +229,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
     answer(client.get(url).send().await.expect("request sent")).await
 }
 
-async fn answer(response: reqwest::Response) -> Answer {
+pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
