@@ -144,28 +144,23 @@ struct App {
     anonymous_bodies: AddressSlots,
 }
 
-/// Slots per client address for requests reading a body before their caller is known.
+/// Slots per client address for requests reading a body before their caller is known. An
+/// address's entry stays while in use and is swept every few seconds once idle, so that a
+/// request costs one short lock and no allocation.
 struct AddressSlots {
     per_address: usize,
-    slots: Arc<std::sync::Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
-}
-
-/// One taken slot; forgotten with its address's entry when the last holder or waiter goes.
-struct AddressSlot {
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    address: IpAddr,
-    slots: Arc<std::sync::Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+    slots: std::sync::Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
 }
 
 impl AddressSlots {
     fn new(per_address: usize) -> AddressSlots {
         AddressSlots {
             per_address,
-            slots: Arc::default(),
+            slots: std::sync::Mutex::default(),
         }
     }
 
-    async fn take(&self, address: IpAddr) -> Option<AddressSlot> {
+    async fn take(&self, address: IpAddr) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let semaphore = {
             let mut slots = self.slots.lock().ok()?;
             slots
@@ -173,28 +168,13 @@ impl AddressSlots {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_address)))
                 .clone()
         };
-        let mut slot = AddressSlot {
-            permit: None,
-            address,
-            slots: self.slots.clone(),
-        };
-        slot.permit = Some(semaphore.acquire_owned().await.ok()?);
-        Some(slot)
+        semaphore.acquire_owned().await.ok()
     }
-}
 
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let permit = self.permit.take();
+    /// Forgets the addresses nobody holds or waits for a slot of.
+    fn sweep(&self) {
         if let Ok(mut slots) = self.slots.lock() {
-            drop(permit);
-            // Only the map's own reference left: nobody holds or waits for this address.
-            if slots
-                .get(&self.address)
-                .is_some_and(|semaphore| Arc::strong_count(semaphore) == 1)
-            {
-                slots.remove(&self.address);
-            }
+            slots.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
         }
     }
 }
@@ -322,7 +302,8 @@ pub async fn run(
         .context("the service stopped because the ledger's files changed under it")
 }
 
-/// After a burst of large bodies, hands the freed memory back to the system: glibc keeps up to
+/// Sweeps idle per-address slots; after a burst of large bodies, hands the freed memory back
+/// to the system: glibc keeps up to
 /// 64 MiB of free heap (see [`tune_allocator`]), which after a burst of parked bodies would stay
 /// resident. Checked every five seconds; trims only when more than 8 MiB of bodies were held
 /// since the last trim and few are held now.
@@ -331,6 +312,7 @@ async fn hand_back_memory(app: Arc<App>) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     loop {
         every.tick().await;
+        app.anonymous_bodies.sweep();
         let held = app.config.body_budget_bytes - app.body_budget.available_permits();
         if app.body_bytes_peak.load(Ordering::Relaxed) > BURST && held < BURST {
             app.body_bytes_peak.store(held, Ordering::Relaxed);

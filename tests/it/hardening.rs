@@ -1001,3 +1001,66 @@ async fn metrics_answer_only_with_the_token() {
     gateway.stop();
     assert_nothing_lost(&database.path, &[refund]);
 }
+
+/// Issue 12, item 1, with no client write after the deletion: the writer still notices (at the
+/// outbox worker's next claim, or its own idle check a second later) and stops the service
+/// with an error, keeping what was answered. (The idle check alone is proved in-process below,
+/// without an outbox.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_deleted_while_idle_stops_the_service_too() {
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let mut gateway = ServeProcess::start(&database.path, &[]);
+    let http = client();
+    let mut acknowledged = Vec::new();
+    for _ in 0..30 {
+        acknowledged.push(
+            add_small_refund(&http, &gateway.address)
+                .await
+                .expect("refund added"),
+        );
+    }
+    std::fs::remove_file(wal_of(&database.path)).expect("delete the WAL");
+    let status = gateway
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("the service stopped by itself");
+    assert!(!status.success(), "{status:?}");
+    drop(gateway);
+    let restarted = ServeProcess::start(&database.path, &[]);
+    let next = add_small_refund(&http, &restarted.address)
+        .await
+        .expect("a refund after the restart");
+    restarted.stop();
+    assert!(acknowledged.iter().all(|&id| id < next), "{next} is new");
+    acknowledged.push(next);
+    assert_nothing_lost(&database.path, &acknowledged);
+}
+
+/// Issue 12, item 1: once the writer has found its WAL gone, the service is not ready and
+/// refuses writes (at the service's door: the process leaves soon after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_wal_is_deleted_the_service_is_not_ready_and_refuses_writes() {
+    use refunds_gateway::refunds::{Policy, RefundService};
+    let database = TestDatabase::with_shop(BIG_SHOP);
+    let store = refunds_gateway::store::Store::open(&database.path).expect("open store");
+    let routing = refunds_gateway::operators::OperatorsConfig::default()
+        .build()
+        .expect("operators")
+        .routing
+        .clone();
+    let service = RefundService::new(
+        store.clone(),
+        refunds_gateway::clock::Clock::System,
+        chrono_tz::Europe::Warsaw,
+        Policy::new(routing),
+    );
+    assert!(service.ready().await.is_ok());
+    std::fs::remove_file(wal_of(&database.path)).expect("delete the WAL");
+    tokio::time::timeout(Duration::from_secs(5), store.files_lost())
+        .await
+        .expect("the writer notices within its idle check");
+    assert!(service.ready().await.is_err(), "not ready");
+    let refused = store.write(|_ledger| Ok::<_, anyhow::Error>(())).await;
+    assert!(refused.is_err(), "writes are refused");
+    store.close();
+    assert_nothing_lost(&database.path, &[]);
+}
