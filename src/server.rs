@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome, Served};
 use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
-use crate::refunds::throttle::CLIENT_ADDRESS;
+use crate::refunds::throttle::{CLIENT_CONNECTION, ClientConnection};
 use crate::refunds::{CallbackOutcome, Policy, RefundError, RefundService};
 use crate::rest::{self, JsonReply};
 use crate::soap::envelope::{SoapVersion, XmlLimits};
@@ -54,6 +54,12 @@ pub struct Config {
     /// (SOAP and the JSON gate without a valid API key header); more wait for a slot, so one
     /// address cannot take the whole body budget.
     pub max_anonymous_bodies_per_address: usize,
+    /// The part of the body budget that bodies whose caller is not known yet may hold, so that
+    /// callers known from their headers (an API key) always find room.
+    pub anonymous_body_budget_bytes: usize,
+    /// The most open connections from one client address on which no caller has
+    /// authenticated yet; more are closed as they are accepted.
+    pub max_unauthenticated_connections_per_address: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -101,6 +107,8 @@ impl Config {
             max_connections: 8192,
             body_budget_bytes: 64 * 1024 * 1024,
             max_anonymous_bodies_per_address: 16,
+            anonymous_body_budget_bytes: 32 * 1024 * 1024,
+            max_unauthenticated_connections_per_address: 256,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
@@ -142,6 +150,22 @@ struct App {
     /// The most body bytes held at once since memory was last handed back to the system.
     body_bytes_peak: AtomicUsize,
     anonymous_bodies: AddressSlots,
+    /// The part of the body budget anonymous bodies may hold.
+    anonymous_body_budget: Arc<Semaphore>,
+    /// Open connections per client address on which nobody has authenticated yet.
+    unauthenticated_connections: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Counts one fewer unauthenticated connection from `address`.
+fn release_unauthenticated(counts: &std::sync::Mutex<HashMap<IpAddr, usize>>, address: IpAddr) {
+    if let Ok(mut counts) = counts.lock()
+        && let Some(count) = counts.get_mut(&address)
+    {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&address);
+        }
+    }
 }
 
 /// Slots per client address for requests reading a body before their caller is known. An
@@ -229,6 +253,8 @@ pub async fn run(
         body_budget: Arc::new(Semaphore::new(config.body_budget_bytes)),
         body_bytes_peak: AtomicUsize::new(0),
         anonymous_bodies: AddressSlots::new(config.max_anonymous_bodies_per_address),
+        anonymous_body_budget: Arc::new(Semaphore::new(config.anonymous_body_budget_bytes)),
+        unauthenticated_connections: Arc::default(),
         config,
         next_request_id: AtomicU64::new(1),
     });
@@ -260,20 +286,43 @@ pub async fn run(
             () = &mut shutdown => break,
             () = &mut files_lost => break,
         };
+        let address = peer.ip();
+        let admitted = app
+            .unauthenticated_connections
+            .lock()
+            .is_ok_and(|mut counts| {
+                let count = counts.entry(address).or_insert(0);
+                let admitted = *count < app.config.max_unauthenticated_connections_per_address;
+                *count += usize::from(admitted);
+                admitted
+            });
+        if !admitted {
+            tracing::debug!(%peer, "too many unauthenticated connections from this address; closed");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
+        let counts = app.unauthenticated_connections.clone();
+        let client = Arc::new(ClientConnection::new(
+            address,
+            Box::new(move || release_unauthenticated(&counts, address)),
+        ));
+        let counts_at_close = app.unauthenticated_connections.clone();
         let app = app.clone();
-        let client = peer.ip();
+        let on_connection = client.clone();
         let service = hyper::service::service_fn(move |request| {
             let app = app.clone();
-            // The service counts failed authentications per client address (see
-            // `refunds::throttle`).
-            let served = CLIENT_ADDRESS.scope(client, serve(app, request));
+            // The service counts failed authentications per client address and reports the
+            // first success on the connection (see `refunds::throttle`).
+            let served = CLIENT_CONNECTION.scope(on_connection.clone(), serve(app, request));
             async move { Ok::<_, std::convert::Infallible>(served.await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            if !client.is_authenticated() {
+                release_unauthenticated(&counts_at_close, address);
             }
             drop(permit);
         });
@@ -913,7 +962,46 @@ fn has_body(request: &Request<Incoming>) -> bool {
 /// A request body and its share of the body budget, handed back when both are dropped.
 struct HeldBody {
     bytes: Bytes,
-    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    _budget: Option<BodyShare>,
+}
+
+/// Bytes taken from the body budget, and for an anonymous body also from its part of it.
+struct BodyShare {
+    total: tokio::sync::OwnedSemaphorePermit,
+    anonymous: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl BodyShare {
+    /// Takes `bytes` (waiting while they are spent): from the anonymous part first, then from
+    /// the whole, always in that order, so that waiters never hold what the other waits for.
+    async fn take(app: &App, bytes: u32, anonymous: bool) -> Result<BodyShare, BodyError> {
+        let anonymous = match anonymous {
+            true => Some(
+                app.anonymous_body_budget
+                    .clone()
+                    .acquire_many_owned(bytes)
+                    .await
+                    .map_err(|_| BodyError::Broken)?,
+            ),
+            false => None,
+        };
+        let total = app
+            .body_budget
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| BodyError::Broken)?;
+        Ok(BodyShare { total, anonymous })
+    }
+
+    async fn grow(&mut self, app: &App, bytes: u32) -> Result<(), BodyError> {
+        let more = BodyShare::take(app, bytes, self.anonymous.is_some()).await?;
+        self.total.merge(more.total);
+        if let (Some(held), Some(more)) = (self.anonymous.as_mut(), more.anonymous) {
+            held.merge(more);
+        }
+        Ok(())
+    }
 }
 
 /// Reads the body within the body budget (see [`Config::body_budget_bytes`]): its share is
@@ -938,7 +1026,6 @@ async fn read_body_held(
             _budget: None,
         });
     }
-    let budget = app.body_budget.clone();
     let address = (!caller_known)
         .then(crate::refunds::throttle::client_address)
         .flatten();
@@ -956,11 +1043,7 @@ async fn read_body_held(
         let upfront = declared
             .filter(|&length| length <= app.config.max_body_bytes as u64)
             .map_or(0, |length| length as u32);
-        let held = budget
-            .clone()
-            .acquire_many_owned(upfront)
-            .await
-            .map_err(|_| BodyError::Broken)?;
+        let held = BodyShare::take(app, upfront, !caller_known).await?;
         Ok::<_, BodyError>((slot, held))
     };
     let started = Instant::now();
@@ -969,7 +1052,7 @@ async fn read_body_held(
         .map_err(|_| BodyError::Timeout)??;
     let in_use = app.config.body_budget_bytes - app.body_budget.available_permits();
     app.body_bytes_peak.fetch_max(in_use, Ordering::Relaxed);
-    let undeclared = declared.is_none().then_some((&budget, &mut held));
+    let undeclared = declared.is_none().then_some(&mut held);
     let left = app
         .config
         .body_read_timeout
@@ -984,12 +1067,12 @@ async fn read_body_held(
 
 /// Reads the body within `timeout`, refusing it before reading when Content-Length is over the
 /// cap, and after at most the cap when it is not declared; when not declared, each frame's
-/// share of the budget is taken into `undeclared`'s permit first. The rest of a refused body is
+/// share of the budget is taken into `undeclared` first. The rest of a refused body is
 /// drained in the background (see [`DRAIN_BYTES`]).
 async fn read_body_within(
     app: &App,
     request: Request<Incoming>,
-    mut undeclared: Option<(&Arc<Semaphore>, &mut tokio::sync::OwnedSemaphorePermit)>,
+    mut undeclared: Option<&mut BodyShare>,
     timeout: Duration,
 ) -> Result<Bytes, BodyError> {
     let encoded = header(&request, "content-encoding")
@@ -1015,13 +1098,8 @@ async fn read_body_within(
                 if collected.len() + data.len() > cap {
                     return Err(BodyError::TooLarge);
                 }
-                if let Some((budget, held)) = undeclared.as_mut() {
-                    let more = (*budget)
-                        .clone()
-                        .acquire_many_owned(data.len() as u32)
-                        .await
-                        .map_err(|_| BodyError::Broken)?;
-                    held.merge(more);
+                if let Some(held) = undeclared.as_mut() {
+                    held.grow(app, data.len() as u32).await?;
                 }
                 collected.extend_from_slice(&data);
             }

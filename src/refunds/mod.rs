@@ -529,6 +529,7 @@ impl RefundService {
             }
             Err(error) => return Err(error),
         };
+        throttle::note_authenticated();
         if !needs.granted(scopes) {
             return Err(RefundError::Forbidden(needs.name()));
         }

@@ -24,16 +24,58 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// and if none has expired the oldest half of the memory goes.
 const CAPACITY: usize = 65_536;
 
+/// The connection a request came on, as the service sees it: the client's address, and a
+/// hook the server sets to hear when a caller on it first authenticates (it caps connections
+/// per address that have not).
+pub struct ClientConnection {
+    pub address: IpAddr,
+    authenticated: std::sync::atomic::AtomicBool,
+    on_first_authentication: Box<dyn Fn() + Send + Sync>,
+}
+
+impl ClientConnection {
+    pub fn new(
+        address: IpAddr,
+        on_first_authentication: Box<dyn Fn() + Send + Sync>,
+    ) -> ClientConnection {
+        ClientConnection {
+            address,
+            authenticated: std::sync::atomic::AtomicBool::new(false),
+            on_first_authentication,
+        }
+    }
+
+    /// Whether a caller on this connection has authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+
+    fn note_authenticated(&self) {
+        if !self.authenticated.load(Ordering::Acquire)
+            && !self.authenticated.swap(true, Ordering::AcqRel)
+        {
+            (self.on_first_authentication)();
+        }
+    }
+}
+
 tokio::task_local! {
-    /// The client address of the request being served, set by the server around each request
-    /// so that the service can count failed authentications per address without every face
-    /// carrying it.
-    pub static CLIENT_ADDRESS: IpAddr;
+    /// The connection of the request being served, set by the server around each request so
+    /// that the service can count failed authentications per address (and report successes)
+    /// without every face carrying it.
+    pub static CLIENT_CONNECTION: std::sync::Arc<ClientConnection>;
 }
 
 /// The client address of the request being served, if the server set one.
 pub fn client_address() -> Option<IpAddr> {
-    CLIENT_ADDRESS.try_with(|address| *address).ok()
+    CLIENT_CONNECTION
+        .try_with(|connection| connection.address)
+        .ok()
+}
+
+/// Tells the connection of the request being served that its caller authenticated.
+pub fn note_authenticated() {
+    let _ = CLIENT_CONNECTION.try_with(|connection| connection.note_authenticated());
 }
 
 #[derive(Debug, Clone, Copy)]
