@@ -213,6 +213,10 @@ struct ServeArgs {
     /// longest a revoked key or a changed password keeps working. 0 checks every call.
     #[arg(long, default_value_t = 1000)]
     credentials_ttl_ms: u64,
+    /// Serve /metrics to requests with `Authorization: Bearer TOKEN`; without a token /metrics
+    /// is off. Best given through the environment, so that it is not in the process list.
+    #[arg(long, env = "REFUNDS_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Payment operators file (TOML); without it every refund goes to the sandbox.
     #[arg(long, env = "REFUNDS_OPERATORS")]
     operators: Option<PathBuf>,
@@ -305,15 +309,24 @@ fn init_tracing(format: LogFormat) {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::server::tune_allocator();
+    crate::fatal_signal::report_sigbus();
     let timezone = args.timezone.timezone;
+    // Open (creating and migrating) before saying "listening": a database that cannot be
+    // opened for writing stops the start with its cause, not after a claim to serve.
     if args.demo {
         load_demo(&args.database.db, timezone)?;
     }
+    let store = store::open(&args.database.db)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                // Nothing was served: close the ledger cleanly.
+                store.close();
+                return Err(error).with_context(|| format!("binding {}", args.listen));
+            }
+        };
         let address = listener.local_addr()?;
         let base = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
         tracing::info!(%address, database = %args.database.db, %timezone, "refunds gateway listening");
@@ -336,9 +349,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .webhooks
             .with_timeout(std::time::Duration::from_millis(args.webhook_timeout_ms.max(1)));
         config.public_url = args.public_url;
+        config.metrics_token = args
+            .metrics_token
+            .filter(|token| !token.trim().is_empty())
+            .map(|token| crate::server::MetricsToken(token.trim().to_owned()));
         config.timezone = timezone;
         config.clock = Clock::System;
-        crate::server::run(listener, config, shutdown_signal()).await
+        crate::server::run_on(listener, config, store, shutdown_signal()).await
     })
 }
 
@@ -410,6 +427,11 @@ fn import(database: &Database, file: &Path, timezone: Tz) -> anyhow::Result<()> 
 fn add_user(database: &Database, login: &str, password: &str, scope: &str) -> anyhow::Result<()> {
     let scopes = parse_scopes(scope)?;
     anyhow::ensure!(!login.trim().is_empty(), "the login must not be empty");
+    anyhow::ensure!(
+        !login.contains(crate::refunds::LEGACY_LOGIN_FORBIDDEN),
+        "the login must not contain '{}': that names API keys (key:NAME) and the service's own callers",
+        crate::refunds::LEGACY_LOGIN_FORBIDDEN
+    );
     anyhow::ensure!(!password.is_empty(), "the password must not be empty");
     let user = ApiUser {
         login: login.to_owned(),

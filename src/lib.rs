@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod fatal_signal;
 pub mod metrics;
 pub mod money;
 pub mod operations;
@@ -22,4 +23,4 @@ pub mod soap;
 pub mod store;
 pub mod webhooks;
 
-pub use server::{Config, run, run_on};
+pub use server::{Config, MetricsToken, run, run_on};

@@ -141,7 +141,8 @@ pub async fn call<Op: Operation, P: Params>(
 }
 
 /// What makes two requests "the same" for an idempotency key: the face, the operation and the
-/// bound request (so formatting, prefixes and a refreshed legacy key do not matter).
+/// bound request (so formatting, prefixes, an amount's spelling and a refreshed legacy key do
+/// not matter; `RequestedAmount`'s `Debug` writes the exact value, normalized).
 fn request_digest(
     channel: Channel,
     dialect: &str,

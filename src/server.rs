@@ -1,9 +1,11 @@
 //! The HTTP server: accept loop, routing by (method, path, gate), body cap, graceful shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -25,6 +27,7 @@ use crate::metrics::{Metrics, Outcome, Served};
 use crate::operators::http::OperatorMessage;
 use crate::operators::{Operators, OperatorsConfig};
 use crate::refunds::ledger::{AuditSealing, LedgerStore};
+use crate::refunds::throttle::{CLIENT_CONNECTION, ClientConnection};
 use crate::refunds::{CallbackOutcome, Policy, RefundError, RefundService};
 use crate::rest::{self, JsonReply};
 use crate::soap::envelope::{SoapVersion, XmlLimits};
@@ -44,6 +47,20 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub xml_limits: XmlLimits,
     pub max_connections: usize,
+    /// The most bytes of request bodies held at once, over all connections; a body waits (up to
+    /// `body_read_timeout`) for its share before it is read, so clients that park unfinished
+    /// bodies cannot pin more memory than this.
+    pub body_budget_bytes: usize,
+    /// The most requests from one client address reading a body before their caller is known
+    /// (SOAP and the JSON gate without a valid API key header); more wait for a slot, so one
+    /// address cannot take the whole body budget.
+    pub max_anonymous_bodies_per_address: usize,
+    /// The part of the body budget that bodies whose caller is not known yet may hold, so that
+    /// callers known from their headers (an API key) always find room.
+    pub anonymous_body_budget_bytes: usize,
+    /// The most open connections from one client address on which no caller has
+    /// authenticated yet; more are closed as they are accepted.
+    pub max_unauthenticated_connections_per_address: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -62,6 +79,19 @@ pub struct Config {
     pub run_outbox: bool,
     /// How refund events reach the shop's webhook endpoints.
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// `/metrics` answers only requests with `Authorization: Bearer {token}`; without a token it
+    /// is off (404): refund counts and the outbox depth are the shop's business.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// The token a scraper sends for `/metrics`; never printed.
+#[derive(Clone)]
+pub struct MetricsToken(pub String);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(…)")
+    }
 }
 
 impl Config {
@@ -74,12 +104,17 @@ impl Config {
             max_body_bytes: 1024 * 1024,
             xml_limits: XmlLimits::default(),
             max_connections: 8192,
+            body_budget_bytes: 64 * 1024 * 1024,
+            max_anonymous_bodies_per_address: 16,
+            anonymous_body_budget_bytes: 32 * 1024 * 1024,
+            max_unauthenticated_connections_per_address: 256,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             operators: OperatorsConfig::default(),
             run_outbox: true,
             webhooks: crate::webhooks::WebhookConfig::default(),
+            metrics_token: None,
             require_second_approver: false,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             credentials_ttl: Duration::from_secs(1),
@@ -109,6 +144,62 @@ struct App {
     operators: Arc<Operators>,
     config: Config,
     next_request_id: AtomicU64,
+    /// Bytes of request bodies that may be held at once (see `Config::body_budget_bytes`).
+    body_budget: Arc<Semaphore>,
+    /// The most body bytes held at once since memory was last handed back to the system.
+    body_bytes_peak: AtomicUsize,
+    anonymous_bodies: AddressSlots,
+    /// The part of the body budget anonymous bodies may hold.
+    anonymous_body_budget: Arc<Semaphore>,
+    /// Open connections per client address on which nobody has authenticated yet.
+    unauthenticated_connections: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Counts one fewer unauthenticated connection from `address`.
+fn release_unauthenticated(counts: &std::sync::Mutex<HashMap<IpAddr, usize>>, address: IpAddr) {
+    if let Ok(mut counts) = counts.lock()
+        && let Some(count) = counts.get_mut(&address)
+    {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&address);
+        }
+    }
+}
+
+/// Slots per client address for requests reading a body before their caller is known. An
+/// address's entry stays while in use and is swept every few seconds once idle, so that a
+/// request costs one short lock and no allocation.
+struct AddressSlots {
+    per_address: usize,
+    slots: std::sync::Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+}
+
+impl AddressSlots {
+    fn new(per_address: usize) -> AddressSlots {
+        AddressSlots {
+            per_address,
+            slots: std::sync::Mutex::default(),
+        }
+    }
+
+    async fn take(&self, address: IpAddr) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut slots = self.slots.lock().ok()?;
+            slots
+                .entry(address)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_address)))
+                .clone()
+        };
+        semaphore.acquire_owned().await.ok()
+    }
+
+    /// Forgets the addresses nobody holds or waits for a slot of.
+    fn sweep(&self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+        }
+    }
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -181,19 +272,28 @@ pub async fn run_on(
         service,
         metrics,
         operators,
+        body_budget: Arc::new(Semaphore::new(config.body_budget_bytes)),
+        body_bytes_peak: AtomicUsize::new(0),
+        anonymous_bodies: AddressSlots::new(config.max_anonymous_bodies_per_address),
+        anonymous_body_budget: Arc::new(Semaphore::new(config.anonymous_body_budget_bytes)),
+        unauthenticated_connections: Arc::default(),
         config,
         next_request_id: AtomicU64::new(1),
     });
+    let trimming = tokio::spawn(hand_back_memory(app.clone()));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(app.config.header_read_timeout);
 
     tokio::pin!(shutdown);
+    let files_lost = store.stopped_for_good();
+    tokio::pin!(files_lost);
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.context("connection limiter closed")?,
             () = &mut shutdown => break,
+            () = &mut files_lost => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -206,17 +306,45 @@ pub async fn run_on(
                 }
             },
             () = &mut shutdown => break,
+            () = &mut files_lost => break,
         };
+        let address = peer.ip();
+        let admitted = app
+            .unauthenticated_connections
+            .lock()
+            .is_ok_and(|mut counts| {
+                let count = counts.entry(address).or_insert(0);
+                let admitted = *count < app.config.max_unauthenticated_connections_per_address;
+                *count += usize::from(admitted);
+                admitted
+            });
+        if !admitted {
+            tracing::debug!(%peer, "too many unauthenticated connections from this address; closed");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
+        let counts = app.unauthenticated_connections.clone();
+        let client = Arc::new(ClientConnection::new(
+            address,
+            Box::new(move || release_unauthenticated(&counts, address)),
+        ));
+        let counts_at_close = app.unauthenticated_connections.clone();
         let app = app.clone();
+        let on_connection = client.clone();
         let service = hyper::service::service_fn(move |request| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(serve(app, request).await) }
+            // The service counts failed authentications per client address and reports the
+            // first success on the connection (see `refunds::throttle`).
+            let served = CLIENT_CONNECTION.scope(on_connection.clone(), serve(app, request));
+            async move { Ok::<_, std::convert::Infallible>(served.await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            if !client.is_authenticated() {
+                release_unauthenticated(&counts_at_close, address);
             }
             drop(permit);
         });
@@ -227,6 +355,7 @@ pub async fn run_on(
     if let Some(sealer) = sealer {
         sealer.abort();
     }
+    trimming.abort();
     let _ = stop_worker.send(());
     if let Some(worker) = worker {
         let _ = worker.await;
@@ -239,10 +368,38 @@ pub async fn run_on(
     {
         tracing::warn!("some connections were still open after the grace period");
     }
-    tokio::task::spawn_blocking(move || store.close())
+    let closing = store.clone();
+    tokio::task::spawn_blocking(move || closing.close())
         .await
         .context("closing the store")?;
-    Ok(())
+    // A supervisor restarts a process that exits with an error into a clear state.
+    store
+        .check_usable()
+        .context("the service stopped because the ledger's files changed under it")
+}
+
+/// Sweeps idle per-address slots; after a burst of large bodies, hands the freed memory back
+/// to the system: glibc keeps up to
+/// 64 MiB of free heap (see [`tune_allocator`]), which after a burst of parked bodies would stay
+/// resident. Checked every five seconds; trims only when more than 8 MiB of bodies were held
+/// since the last trim and few are held now.
+async fn hand_back_memory(app: Arc<App>) {
+    const BURST: usize = 8 * 1024 * 1024;
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        app.anonymous_bodies.sweep();
+        let held = app.config.body_budget_bytes - app.body_budget.available_permits();
+        if app.body_bytes_peak.load(Ordering::Relaxed) > BURST && held < BURST {
+            app.body_bytes_peak.store(held, Ordering::Relaxed);
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            let _ = tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim takes the allocator's locks itself.
+                unsafe { libc::malloc_trim(0) }
+            })
+            .await;
+        }
+    }
 }
 
 /// How often audit entries are chained where a leader chains them after commit: the longest an
@@ -494,6 +651,20 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
         Route::Rest { operation } => rest_request(app, request, &operation, request_id).await,
         Route::JsonGate { operation } => gate_request(app, request, &operation, request_id).await,
         Route::OpenApi { version } => plain(StatusCode::OK, JSON, rest::openapi(version)),
+        Route::Metrics if !metrics_allowed(app, &request) => {
+            let status = if app.config.metrics_token.is_some() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            plain(
+                status,
+                "text/plain; charset=utf-8",
+                "metrics need the token serve was started with (--metrics-token), as \
+                 Authorization: Bearer\n"
+                    .to_owned(),
+            )
+        }
         Route::Metrics => match app.service.counts().await {
             Ok(counts) => plain(
                 StatusCode::OK,
@@ -538,6 +709,27 @@ async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
     }
 }
 
+/// Whether the request carries the metrics token (compared in a time that depends only on
+/// the lengths).
+fn metrics_allowed(app: &App, request: &Request<Incoming>) -> bool {
+    let Some(MetricsToken(token)) = &app.config.metrics_token else {
+        return false;
+    };
+    let Some(presented) = header(request, "authorization")
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, presented)| presented.trim())
+    else {
+        return false;
+    };
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
 /// 503 for a monitoring route whose ledger read failed; the cause goes to the log.
 fn ledger_unavailable(error: &RefundError, route: &str) -> Reply {
     tracing::error!(
@@ -562,7 +754,7 @@ async fn rest_request(
 ) -> Reply {
     let method = request.method().as_str().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
-    let parts = match call_parts(app, request).await {
+    let parts = match call_parts(app, request, true).await {
         Ok(parts) => parts,
         Err(error) => return json_reply(error.json(app)),
     };
@@ -573,7 +765,7 @@ async fn rest_request(
         api_key: parts.api_key,
         idempotency_key: parts.idempotency_key,
         request_id,
-        body: &parts.body,
+        body: &parts.body.bytes,
     };
     json_reply(rest::handle_rest(&app.service, call).await)
 }
@@ -584,7 +776,7 @@ async fn gate_request(
     operation: &str,
     request_id: Option<String>,
 ) -> Reply {
-    let parts = match call_parts(app, request).await {
+    let parts = match call_parts(app, request, false).await {
         Ok(parts) => parts,
         Err(error) => return json_reply(error.json(app)),
     };
@@ -593,7 +785,7 @@ async fn gate_request(
         api_key: parts.api_key,
         idempotency_key: parts.idempotency_key,
         request_id,
-        body: &parts.body,
+        body: &parts.body.bytes,
     };
     json_reply(rest::handle_gate(&app.service, call).await)
 }
@@ -643,10 +835,12 @@ async fn callback_outcome(
     name: &str,
 ) -> (&'static str, Reply) {
     let signature = header(&request, "x-signature").map(str::to_owned);
-    let body = match read_body(app, request).await {
-        Ok(body) => body,
+    // Operators sign their callbacks in the body, so the caller is not known before it.
+    let held = match read_body_held(app, request, false).await {
+        Ok(held) => held,
         Err(error) => return ("refused", json_reply(error.json(app))),
     };
+    let body = &held.bytes;
     let answer = |status: u16, message: &str| {
         let body = serde_json::json!({ "status": status, "message": message }).to_string();
         plain(
@@ -658,11 +852,11 @@ async fn callback_outcome(
     let Some(operator) = app.operators.get(name) else {
         return ("unknown", answer(404, "no such operator"));
     };
-    if !operator.verify_callback(&body, signature.as_deref()) {
+    if !operator.verify_callback(body, signature.as_deref()) {
         tracing::warn!(operator = name, "callback with a bad signature refused");
         return ("refused", answer(401, "bad signature"));
     }
-    let message: OperatorMessage = match serde_json::from_slice(&body) {
+    let message: OperatorMessage = match serde_json::from_slice(body) {
         Ok(message) => message,
         Err(_) => return ("refused", answer(400, "the body is not a callback message")),
     };
@@ -711,12 +905,12 @@ async fn callback_outcome(
 async fn soap_request(app: &App, request: Request<Incoming>, request_id: Option<String>) -> Reply {
     let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
     let version = SoapVersion::from_content_type(content_type.as_deref());
-    let parts = match call_parts(app, request).await {
+    let parts = match call_parts(app, request, false).await {
         Ok(parts) => parts,
         Err(error) => return soap_reply(SoapReply::fault(&error.fault(app, version))),
     };
     let call = soap::SoapCall {
-        body: &parts.body,
+        body: &parts.body.bytes,
         content_type: content_type.as_deref(),
         api_key: parts.api_key.as_deref(),
         idempotency_key: parts.idempotency_key,
@@ -734,7 +928,7 @@ async fn soap_request(app: &App, request: Request<Incoming>, request_id: Option<
 struct CallParts {
     api_key: Option<String>,
     idempotency_key: Option<String>,
-    body: Bytes,
+    body: HeldBody,
 }
 
 /// Why a request's [`CallParts`] could not be read.
@@ -760,10 +954,36 @@ impl PartsError {
     }
 }
 
-async fn call_parts(app: &App, request: Request<Incoming>) -> Result<CallParts, PartsError> {
+/// Reads a call's parts. A body is read only within the body budget, and for a caller not
+/// known from the headers (no valid API key) also within its address's slots; with
+/// `key_required` (REST, where only a header key authenticates) a body without a valid key is
+/// not read at all: the call is answered 401 from its headers.
+async fn call_parts(
+    app: &App,
+    request: Request<Incoming>,
+    key_required: bool,
+) -> Result<CallParts, PartsError> {
     let api_key = api_key_of(&request);
     let idempotency_key = idempotency_key_of(&request).map_err(PartsError::IdempotencyKey)?;
-    let body = read_body(app, request).await.map_err(PartsError::Body)?;
+    // Reads (no body) skip the check: the call authenticates anyway, and nothing is held.
+    let caller_known = match &api_key {
+        _ if !has_body(&request) => true,
+        Some(key) => app.service.knows_api_key(key).await,
+        None => false,
+    };
+    if key_required && !caller_known {
+        return Ok(CallParts {
+            api_key,
+            idempotency_key,
+            body: HeldBody {
+                bytes: Bytes::new(),
+                _budget: None,
+            },
+        });
+    }
+    let body = read_body_held(app, request, caller_known)
+        .await
+        .map_err(PartsError::Body)?;
     Ok(CallParts {
         api_key,
         idempotency_key,
@@ -820,10 +1040,130 @@ impl BodyError {
 const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-/// Reads the body, refusing it before reading when Content-Length is over the cap, and after
-/// at most the cap when it is not declared. The rest of a refused body is drained in the
-/// background (see [`DRAIN_BYTES`]).
-async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyError> {
+/// Whether a request comes with a body to read: not a GET or HEAD, nor a declared empty one.
+fn has_body(request: &Request<Incoming>) -> bool {
+    let method = request.method();
+    method != Method::GET
+        && method != Method::HEAD
+        && header(request, CONTENT_LENGTH.as_str()).map(str::trim) != Some("0")
+}
+
+/// A request body and its share of the body budget, handed back when both are dropped.
+struct HeldBody {
+    bytes: Bytes,
+    _budget: Option<BodyShare>,
+}
+
+/// Bytes taken from the body budget, and for an anonymous body also from its part of it.
+struct BodyShare {
+    total: tokio::sync::OwnedSemaphorePermit,
+    anonymous: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl BodyShare {
+    /// Takes `bytes` (waiting while they are spent): from the anonymous part first, then from
+    /// the whole, always in that order, so that waiters never hold what the other waits for.
+    async fn take(app: &App, bytes: u32, anonymous: bool) -> Result<BodyShare, BodyError> {
+        let anonymous = match anonymous {
+            true => Some(
+                app.anonymous_body_budget
+                    .clone()
+                    .acquire_many_owned(bytes)
+                    .await
+                    .map_err(|_| BodyError::Broken)?,
+            ),
+            false => None,
+        };
+        let total = app
+            .body_budget
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| BodyError::Broken)?;
+        Ok(BodyShare { total, anonymous })
+    }
+
+    async fn grow(&mut self, app: &App, bytes: u32) -> Result<(), BodyError> {
+        let more = BodyShare::take(app, bytes, self.anonymous.is_some()).await?;
+        self.total.merge(more.total);
+        if let (Some(held), Some(more)) = (self.anonymous.as_mut(), more.anonymous) {
+            held.merge(more);
+        }
+        Ok(())
+    }
+}
+
+/// Reads the body within the body budget (see [`Config::body_budget_bytes`]): its share is
+/// taken before reading (the declared length, or each frame's as it comes), waiting while the
+/// budget is spent, and the whole wait and read are bounded by the body timeout. A body whose
+/// caller is not known yet also waits for one of its address's slots
+/// ([`Config::max_anonymous_bodies_per_address`]).
+async fn read_body_held(
+    app: &App,
+    request: Request<Incoming>,
+    caller_known: bool,
+) -> Result<HeldBody, BodyError> {
+    let declared = header(&request, CONTENT_LENGTH.as_str())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let refused_unread = declared.is_some_and(|length| length > app.config.max_body_bytes as u64)
+        || header(&request, "content-encoding")
+            .is_some_and(|encoding| !encoding.trim().eq_ignore_ascii_case("identity"));
+    if !has_body(&request) || refused_unread {
+        // Nothing to hold: no body, or one refused before it is read.
+        return Ok(HeldBody {
+            bytes: read_body_within(app, request, None, app.config.body_read_timeout).await?,
+            _budget: None,
+        });
+    }
+    let address = (!caller_known)
+        .then(crate::refunds::throttle::client_address)
+        .flatten();
+    let wait = async {
+        let slot = match address {
+            Some(address) => Some(
+                app.anonymous_bodies
+                    .take(address)
+                    .await
+                    .ok_or(BodyError::Broken)?,
+            ),
+            None => None,
+        };
+        // A declared length is taken whole (it is at most the cap); else one frame at a time.
+        let upfront = declared
+            .filter(|&length| length <= app.config.max_body_bytes as u64)
+            .map_or(0, |length| length as u32);
+        let held = BodyShare::take(app, upfront, !caller_known).await?;
+        Ok::<_, BodyError>((slot, held))
+    };
+    let started = Instant::now();
+    let (slot, mut held) = tokio::time::timeout(app.config.body_read_timeout, wait)
+        .await
+        .map_err(|_| BodyError::Timeout)??;
+    let in_use = app.config.body_budget_bytes - app.body_budget.available_permits();
+    app.body_bytes_peak.fetch_max(in_use, Ordering::Relaxed);
+    let undeclared = declared.is_none().then_some(&mut held);
+    let left = app
+        .config
+        .body_read_timeout
+        .saturating_sub(started.elapsed());
+    let bytes = read_body_within(app, request, undeclared, left).await;
+    drop(slot);
+    Ok(HeldBody {
+        bytes: bytes?,
+        _budget: Some(held),
+    })
+}
+
+/// Reads the body within `timeout`, refusing it before reading when Content-Length is over the
+/// cap, and after at most the cap when it is not declared; when not declared, each frame's
+/// share of the budget is taken into `undeclared` first. The rest of a refused body is
+/// drained in the background (see [`DRAIN_BYTES`]).
+async fn read_body_within(
+    app: &App,
+    request: Request<Incoming>,
+    mut undeclared: Option<&mut BodyShare>,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
     let encoded = header(&request, "content-encoding")
         .is_some_and(|encoding| !encoding.trim().eq_ignore_ascii_case("identity"));
     if encoded {
@@ -847,12 +1187,15 @@ async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, BodyE
                 if collected.len() + data.len() > cap {
                     return Err(BodyError::TooLarge);
                 }
+                if let Some(held) = undeclared.as_mut() {
+                    held.grow(app, data.len() as u32).await?;
+                }
                 collected.extend_from_slice(&data);
             }
         }
         Ok(Bytes::from(collected))
     };
-    match tokio::time::timeout(app.config.body_read_timeout, read).await {
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(BodyError::Timeout),
         Ok(Err(BodyError::TooLarge)) => {
             tokio::spawn(drain(body));

@@ -12,6 +12,11 @@ pub enum RefundError {
         "authentication failed: missing or invalid credentials (userLogin and authenticateKey, or an API key)"
     )]
     Unauthenticated,
+    /// 1: too many failed authentications for this login or from this address (REST: 429).
+    #[error(
+        "too many failed authentications for this login or from this address; try again in {0} s"
+    )]
+    AuthenticationThrottled(u64),
     /// 1: the caller is known but lacks the scope the operation needs.
     #[error("the caller may not run this operation (needs scope '{0}')")]
     Forbidden(&'static str),
@@ -115,7 +120,9 @@ pub enum OperationKind {
 impl RefundError {
     pub fn fault_code(&self, kind: OperationKind) -> i32 {
         match self {
-            RefundError::Unauthenticated | RefundError::Forbidden(_) => 1,
+            RefundError::Unauthenticated
+            | RefundError::AuthenticationThrottled(_)
+            | RefundError::Forbidden(_) => 1,
             RefundError::InvalidParameters(_) => 2,
             RefundError::AutoRefundNotPossible(_) => 4001,
             RefundError::PaymentNotAutoRefundable(_) => 4002,

@@ -120,6 +120,14 @@ pub trait Ledger {
         answer: &StoredResponse,
         now: Timestamp,
     ) -> anyhow::Result<()>;
+    /// Forgets the answer under `caller`'s `key` if it was stored at or before `at` (it has
+    /// expired), so that an expired key is never replayed, whenever the purge runs.
+    fn forget_expired_answer(
+        &mut self,
+        caller: &str,
+        key: &str,
+        at: Timestamp,
+    ) -> anyhow::Result<()>;
     /// Forgets answers stored before `before`; returns how many.
     fn purge_answers(&mut self, before: Timestamp) -> anyhow::Result<u64>;
 
@@ -212,6 +220,16 @@ pub trait LedgerStore: Send + Sync {
     fn run_scan(&self, work: LedgerWork) -> LedgerFuture;
     /// How this adapter chains audit entries.
     fn audit_sealing(&self) -> AuditSealing;
+    /// `Err` once the store has stopped taking writes for good (SQLite: its files were deleted
+    /// or replaced on disk); readiness fails then.
+    fn check_usable(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Resolves when the store has stopped for good, so that the process can exit for its
+    /// supervisor to restart it into a clear state.
+    fn stopped_for_good(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::pending())
+    }
     /// Stops accepting work, finishes what was queued, and waits for it.
     fn close(&self);
 }

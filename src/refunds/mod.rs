@@ -17,6 +17,7 @@ mod rules;
 mod tests;
 #[cfg(test)]
 mod testutil;
+pub mod throttle;
 pub mod types;
 
 use chrono_tz::Tz;
@@ -257,6 +258,7 @@ pub struct RefundService {
     /// Woken when a job is added, so the outbox worker sends it at once.
     jobs_added: Arc<tokio::sync::Notify>,
     credentials: Arc<CredentialsCache>,
+    failed_authentications: Arc<throttle::FailedAuthentications>,
 }
 
 /// How the service is configured to behave.
@@ -324,6 +326,9 @@ impl RefundService {
             clock,
             timezone,
             credentials: Arc::new(CredentialsCache::new(policy.credentials_ttl)),
+            failed_authentications: Arc::new(throttle::FailedAuthentications::new(
+                throttle::WINDOW,
+            )),
             policy: Arc::new(policy),
             jobs_added: Arc::new(tokio::sync::Notify::new()),
         }
@@ -335,6 +340,7 @@ impl RefundService {
 
     /// Whether the ledger answers (for readiness).
     pub async fn ready(&self) -> Result<(), RefundError> {
+        self.store.check_usable()?;
         self.store
             .read(|ledger| Ok(ledger.audit_head().map(|_| ())?))
             .await
@@ -368,9 +374,15 @@ impl RefundService {
         let caller = caller.clone();
         let now = self.clock.now();
         let sealing = self.store.audit_sealing();
+        // The time to live holds at read, not only at the next purge: an answer stored this
+        // long ago or longer is forgotten before the key is looked up.
+        let expired_at = now.saturating_sub(self.policy.idempotency_ttl_seconds);
         let outcome = self
             .store
             .write(move |ledger| {
+                if let Some(claim) = &claim {
+                    ledger.forget_expired_answer(&caller.login, &claim.key, expired_at)?;
+                }
                 if let Some(claim) = &claim
                     && let Some((digest, stored)) =
                         ledger.idempotent_answer(&caller.login, &claim.key)?
@@ -554,10 +566,30 @@ impl RefundService {
         needs: Scope,
         origin: Origin,
     ) -> Result<Caller, RefundError> {
-        let (login, scopes) = match credentials.ok_or(RefundError::Unauthenticated)? {
-            Credentials::Legacy(legacy) => self.legacy_caller(legacy).await?,
-            Credentials::ApiKey(key) => self.api_key_caller(&key).await?,
+        let credentials = credentials.ok_or(RefundError::Unauthenticated)?;
+        let address = throttle::client_address();
+        let legacy_login = match &credentials {
+            Credentials::Legacy(legacy) => Some(legacy.login.as_str()),
+            Credentials::ApiKey(_) => None,
         };
+        if let Some(seconds) = self.failed_authentications.refused(legacy_login, address) {
+            return Err(RefundError::AuthenticationThrottled(seconds));
+        }
+        let failed_login = legacy_login.map(str::to_owned);
+        let checked = match credentials {
+            Credentials::Legacy(legacy) => self.legacy_caller(legacy).await,
+            Credentials::ApiKey(key) => self.api_key_caller(&key).await,
+        };
+        let (login, scopes) = match checked {
+            Ok(caller) => caller,
+            Err(RefundError::Unauthenticated) => {
+                self.failed_authentications
+                    .record_failure(failed_login.as_deref(), address);
+                return Err(RefundError::Unauthenticated);
+            }
+            Err(error) => return Err(error),
+        };
+        throttle::note_authenticated();
         if !needs.granted(scopes) {
             return Err(RefundError::Forbidden(needs.name()));
         }
@@ -574,6 +606,13 @@ impl RefundService {
         credentials: LegacyCredentials,
     ) -> Result<(String, Scopes), RefundError> {
         let login = credentials.login;
+        // Keys (`key:{name}`) and the service's own callers (`outbox:…`, `operator:…`) are
+        // named with a colon, so a legacy login never has one: it would share their idempotency
+        // keys and audit name. `user add` refuses such logins; one stored by an older version
+        // is refused here.
+        if login.contains(LEGACY_LOGIN_FORBIDDEN) {
+            return Err(RefundError::Unauthenticated);
+        }
         let key = credentials.key.trim().to_ascii_lowercase();
         let presented = Presented::Legacy {
             login: login.clone(),
@@ -587,16 +626,30 @@ impl RefundService {
             .store
             .read(move |ledger| ledger.api_user(&login).map_err(RefundError::from))
             .await?;
-        let user = user.ok_or(RefundError::Unauthenticated)?;
-        if !dates
-            .iter()
-            .any(|date| legacy_key(date, &user.password_sha1_hex) == key)
-        {
-            return Err(RefundError::Unauthenticated);
-        }
+        // The same work whether the login exists or not, so that answer times do not tell
+        // which logins exist: an unknown login is checked against a password nobody has.
+        let password_sha1_hex = user
+            .as_ref()
+            .map_or(UNKNOWN_LOGIN_PASSWORD_SHA1, |user| &user.password_sha1_hex);
+        let matched = dates.iter().fold(false, |matched, date| {
+            matched
+                | same_bytes(
+                    legacy_key(date, password_sha1_hex).as_bytes(),
+                    key.as_bytes(),
+                )
+        });
+        let user = user
+            .filter(|_| matched)
+            .ok_or(RefundError::Unauthenticated)?;
         self.credentials
             .remember(presented, &user.login, user.scopes);
         Ok((user.login, user.scopes))
+    }
+
+    /// Whether `key` names a live API key (remembered like any checked credential). Counts no
+    /// failure: the call that follows authenticates and counts it.
+    pub async fn knows_api_key(&self, key: &str) -> bool {
+        self.api_key_caller(key).await.is_ok()
     }
 
     async fn api_key_caller(&self, key: &str) -> Result<(String, Scopes), RefundError> {
@@ -832,6 +885,19 @@ fn settle(
     };
     rules::record(ledger, change, &before, status, before.amount.minor)
 }
+
+/// What an unknown login's key is checked against (the SHA-1 of no password anyone was given),
+/// so that it costs what a known login's does.
+const UNKNOWN_LOGIN_PASSWORD_SHA1: &str = "0000000000000000000000000000000000000000";
+
+/// Compares two byte strings in a time that depends only on their lengths.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// The character that separates a caller's kind from its name (`key:rt`); never in a legacy
+/// login, so a login can never be taken for a key or the service itself.
+pub const LEGACY_LOGIN_FORBIDDEN: char = ':';
 
 /// `sha1(date + password_sha1_hex)` in lowercase hex.
 pub fn legacy_key(date: &str, password_sha1_hex: &str) -> String {

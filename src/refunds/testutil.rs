@@ -400,6 +400,23 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    fn forget_expired_answer(
+        &mut self,
+        caller: &str,
+        key: &str,
+        at: Timestamp,
+    ) -> anyhow::Result<()> {
+        let slot = (caller.to_owned(), key.to_owned());
+        if self
+            .answers
+            .get(&slot)
+            .is_some_and(|(_, _, stored)| *stored <= at)
+        {
+            self.answers.remove(&slot);
+        }
+        Ok(())
+    }
+
     fn purge_answers(&mut self, before: Timestamp) -> anyhow::Result<u64> {
         let was = self.answers.len();
         self.answers.retain(|_, (_, _, at)| *at >= before);

@@ -251,10 +251,22 @@ impl Scopes {
 }
 
 /// An amount and currency code as a client sent them; checked against the payment it refunds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RequestedAmount {
     pub value: Decimal,
     pub currency: String,
+}
+
+/// Writes the value normalized (`1.00`, `1.0`, `1` and `1e0` are one amount): a request's
+/// idempotency digest is taken over its bound form's `Debug` text, and a retry must match
+/// whatever the spelling of its amount.
+impl std::fmt::Debug for RequestedAmount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestedAmount")
+            .field("value", &self.value.normalize())
+            .field("currency", &self.currency)
+            .finish()
+    }
 }
 
 /// What the outbox does next for a confirmed automatic refund.

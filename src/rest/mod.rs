@@ -316,6 +316,7 @@ fn rest_reply<Op: JsonOperation>(
 fn rest_status(error: &RefundError) -> u16 {
     match error {
         RefundError::Unauthenticated => 401,
+        RefundError::AuthenticationThrottled(_) => 429,
         RefundError::Forbidden(_) => 403,
         RefundError::InvalidParameters(_) => 422,
         RefundError::IdempotencyKeyReused => 409,

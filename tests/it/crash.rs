@@ -6,19 +6,20 @@
 //! (CI passes the release binary).
 
 use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::operators::{Reply, SECRET, Script, TestOperator};
-use crate::support::{client, gateway, rest_request};
+use crate::support::{Running, ServeProcess, client, gateway, rest_request};
 
 const REFUNDS: i64 = 200;
 
 /// Starts `serve` on a free port with the operators file; returns the process and its address.
-fn serve(database: &Path, operators: &Path) -> (Child, String) {
-    crate::support::serve_process(database, &["--operators".as_ref(), operators.as_os_str()])
+fn serve(database: &Path, operators: &Path) -> (Running, String) {
+    let operators = operators.to_str().expect("a UTF-8 path");
+    let gateway = ServeProcess::start(database, &["--operators", operators]);
+    (gateway.process, gateway.address)
 }
 
 fn run(args: &[&str], database: &Path) -> String {
@@ -133,8 +134,8 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    gateway.kill().expect("SIGKILL");
-    gateway.wait().expect("reap");
+    gateway.0.kill().expect("SIGKILL");
+    gateway.0.wait().expect("reap");
     let sends_before_kill = operator.count("POST");
     assert!(
         sends_before_kill > 0 && (sends_before_kill as i64) < REFUNDS,
@@ -181,8 +182,8 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    gateway.kill().expect("stop");
-    gateway.wait().expect("reap");
+    gateway.0.kill().expect("stop");
+    gateway.0.wait().expect("reap");
     assert_eq!(settled, REFUNDS, "every refund completed after the restart");
 
     let effective = operator.state.lock().expect("state").effective.clone();

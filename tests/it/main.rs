@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod contract;
 mod crash;
+mod hardening;
 mod hostile;
 mod lifecycle;
 mod observability;

@@ -14,7 +14,8 @@ use crate::support::{
 #[tokio::test]
 async fn metrics_count_requests_by_face_operation_and_outcome() {
     let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+    let config = crate::support::test_config(&database.path);
+    let server = TestServer::start_with(config).await;
     let http = client();
     let url = format!("{}/soap/refunds", server.base);
     let ok = soap11(
@@ -55,7 +56,16 @@ async fn metrics_count_requests_by_face_operation_and_outcome() {
     let health = get(&http, &format!("{}/healthz", server.base)).await;
     let ready = get(&http, &format!("{}/readyz", server.base)).await;
     assert_eq!((health.status, ready.status), (200, 200));
-    let metrics = get(&http, &format!("{}/metrics", server.base)).await;
+    let without_token = get(&http, &format!("{}/metrics", server.base)).await;
+    assert_eq!(without_token.status, 401, "metrics need the token");
+    let metrics = crate::support::answer(
+        http.get(format!("{}/metrics", server.base))
+            .header("authorization", "Bearer scrape-token")
+            .send()
+            .await
+            .expect("scrape"),
+    )
+    .await;
     assert_eq!(metrics.status, 200);
     assert!(
         metrics

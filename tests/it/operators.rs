@@ -498,13 +498,10 @@ async fn a_callback_for_another_amount_or_currency_settles_nothing() {
         );
     }
     assert_eq!(case.status(id).await["refundStatus"], json!("Processing"));
-    let metrics = crate::support::get(&case.http, &format!("{}/metrics", case.server.base)).await;
+    let metrics = crate::support::scrape_metrics(&case.http, &case.server.base).await;
     assert!(
-        metrics
-            .body
-            .contains("refunds_gateway_operator_callbacks_total{outcome=\"mismatch\"} 5"),
-        "{}",
-        metrics.body
+        metrics.contains("refunds_gateway_operator_callbacks_total{outcome=\"mismatch\"} 5"),
+        "{metrics}"
     );
     // The status query settles it with what the operator says there.
     let status = case.settled(id).await;

@@ -21,38 +21,6 @@ pub fn gateway() -> std::process::Command {
     )
 }
 
-/// Starts `serve` on a free port over `database` with `extra` arguments (logging at info);
-/// returns the process and the address it says it listens on.
-pub fn serve_process(database: &Path, extra: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
-    use std::io::BufRead as _;
-    let mut child = gateway()
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(database)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the gateway");
-    let mut log = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while log.read_line(&mut line).expect("log") > 0 {
-        if let Some(at) = line.find("address=") {
-            let address = line[at + "address=".len()..]
-                .split_whitespace()
-                .next()
-                .expect("address")
-                .to_owned();
-            // Keep draining the log so the gateway never blocks on a full pipe.
-            std::thread::spawn(move || for _ in log.lines() {});
-            return (child, address);
-        }
-        line.clear();
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the gateway did not say where it listens");
-}
-
 /// A child process killed (and reaped) when dropped, so that a failing test does not leave a
 /// server running.
 pub struct Running(pub std::process::Child);
@@ -185,7 +153,23 @@ pub fn test_config(database: &Path) -> Config {
     let mut config = Config::new(Database::Sqlite(database.to_owned()));
     config.clock = Clock::Fixed(fixed_now());
     config.run_outbox = false;
+    config.metrics_token = Some(refunds_gateway::MetricsToken(METRICS_TOKEN.to_owned()));
     config
+}
+
+/// The `/metrics` token of [`test_config`].
+pub const METRICS_TOKEN: &str = "scrape-token";
+
+/// The metrics text of a server started with [`test_config`].
+pub async fn scrape_metrics(http: &reqwest::Client, base: &str) -> String {
+    let response = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200, "metrics with the token");
+    response.text().await.expect("metrics text")
 }
 
 impl TestServer {
@@ -275,7 +259,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
     answer(client.get(url).send().await.expect("request sent")).await
 }
 
-async fn answer(response: reqwest::Response) -> Answer {
+pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -377,4 +361,141 @@ pub fn rest_request(
             .body(serde_json::json!({ "params": params }).to_string())
     };
     request.header("x-api-key", key)
+}
+
+/// A `serve` process on `127.0.0.1:0` over `database`, started with `args` after the database;
+/// its log lines (stderr) are kept in `log` for the test to read.
+pub struct ServeProcess {
+    pub process: Running,
+    /// `host:port`.
+    pub address: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServeProcess {
+    pub fn start(database: &Path, args: &[&str]) -> ServeProcess {
+        use std::io::BufRead as _;
+        let mut child = gateway()
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(database)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("REFUNDS_LOG_FORMAT", "text")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the gateway");
+        let stderr = child.stderr.take().expect("stderr");
+        let process = Running(child);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (address_sender, address) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        // Keeps draining the log so that the gateway never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("address=") {
+                    let address = line[at + "address=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = address_sender.send(address);
+                }
+                lines.lock().expect("log").push(line);
+            }
+        });
+        let address = address
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the gateway did not say where it listens: {:?}",
+                    log.lock().expect("log")
+                )
+            });
+        ServeProcess {
+            process,
+            address,
+            log,
+        }
+    }
+
+    /// The log lines so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|line| line.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its exit status, if it did.
+    pub fn wait_for_exit(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.process.0.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGTERM, then waits (up to 15 s) for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.process.0.id() as libc::pid_t;
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = self
+            .wait_for_exit(std::time::Duration::from_secs(15))
+            .expect("the gateway stops on SIGTERM");
+        assert!(status.success(), "the gateway stopped cleanly: {status:?}");
+    }
+}
+
+/// Nothing lost, nothing twice: each refund id a client was told about is in the ledger exactly
+/// once (ids are primary keys, so "once" is a count of the distinct ids told), the ledger's
+/// running totals agree with its refunds, and `audit verify` passes.
+pub fn assert_nothing_lost(database: &Path, acknowledged: &[i64]) {
+    let ledger = rusqlite::Connection::open(database).expect("open ledger");
+    let distinct: std::collections::BTreeSet<i64> = acknowledged.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        acknowledged.len(),
+        "no refund id was told to two clients"
+    );
+    let missing: Vec<i64> = distinct
+        .iter()
+        .copied()
+        .filter(|id| {
+            ledger
+                .query_row("SELECT count(*) FROM refunds WHERE id = ?1", [id], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .expect("count")
+                != 1
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged refunds are not in the ledger: {missing:?}",
+        missing.len(),
+        distinct.len()
+    );
+    drop(ledger);
+    assert_ledger_consistent(database);
+    let verify = gateway()
+        .args(["audit", "verify", "--db"])
+        .arg(database)
+        .output()
+        .expect("audit verify");
+    assert!(
+        verify.status.success(),
+        "audit verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Running, TEST_API_KEY, TestDatabase, TestServer, client, element_text, gateway, post,
+    ServeProcess, TEST_API_KEY, TestDatabase, TestServer, client, element_text, gateway, post,
     rest_request, soap11, soap11_headers,
 };
 
@@ -403,27 +403,18 @@ async fn a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_try() {
         "nothing more after the success"
     );
 
-    let metrics = crate::support::get(&client(), &format!("{}/metrics", server.base)).await;
+    let metrics = crate::support::scrape_metrics(&client(), &server.base).await;
     assert!(
-        metrics
-            .body
-            .contains("refunds_gateway_webhook_deliveries_total{outcome=\"retry\"} 3"),
-        "{}",
-        metrics.body
+        metrics.contains("refunds_gateway_webhook_deliveries_total{outcome=\"retry\"} 3"),
+        "{metrics}"
     );
     assert!(
-        metrics
-            .body
-            .contains("refunds_gateway_webhook_deliveries_total{outcome=\"delivered\"} 1"),
-        "{}",
-        metrics.body
+        metrics.contains("refunds_gateway_webhook_deliveries_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
     );
     assert!(
-        metrics
-            .body
-            .contains("refunds_gateway_webhook_queue_depth 0"),
-        "{}",
-        metrics.body
+        metrics.contains("refunds_gateway_webhook_queue_depth 0"),
+        "{metrics}"
     );
     server.stop().await;
 
@@ -449,17 +440,19 @@ async fn events_pending_when_the_gateway_is_killed_are_delivered_after_restart()
     subscribe(&database.path, &format!("http://{receiver_address}/hooks"));
 
     let start = || {
-        let (child, address) = crate::support::serve_process(
+        ServeProcess::start(
             &database.path,
             &[
-                "--allow-private-webhooks".as_ref(),
-                "--webhook-retry-base-ms".as_ref(),
-                "200".as_ref(),
+                "--allow-private-webhooks",
+                "--webhook-retry-base-ms",
+                "200",
+                "--webhook-timeout-ms",
+                "1000",
             ],
-        );
-        (Running(child), format!("http://{address}"))
+        )
     };
-    let (mut first, base) = start();
+    let mut first = start();
+    let base = format!("http://{}", first.address);
     let http = client();
     for _ in 0..100 {
         let manual = json!({"sourceType": "order", "sourceId": 2001, "refundValue": "1.00",
@@ -477,14 +470,14 @@ async fn events_pending_when_the_gateway_is_killed_are_delivered_after_restart()
         .expect("send");
         assert_eq!(response.status(), 200);
     }
-    first.0.kill().expect("SIGKILL");
-    let _ = first.0.wait();
+    first.process.0.kill().expect("SIGKILL");
+    let _ = first.process.0.wait();
 
     let listener = tokio::net::TcpListener::bind(receiver_address)
         .await
         .expect("bind the receiver");
     let receiver = Receiver::serve(listener, 0);
-    let (_second, _) = start();
+    let _second = start();
     let received = receiver
         .wait_for(Duration::from_secs(60), |received| {
             received

@@ -16,6 +16,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_outbox_lease.sql"),
     include_str!("migrations/0008_refunds_by_payment.sql"),
     include_str!("migrations/0009_webhooks.sql"),
+    include_str!("migrations/0010_ledger_runs.sql"),
+    include_str!("migrations/0011_refunded_claims_keep_identity.sql"),
+    include_str!("migrations/0012_logins_without_colon.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {

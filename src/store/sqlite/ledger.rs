@@ -441,6 +441,21 @@ impl Ledger for SqliteLedger<'_> {
         Ok(())
     }
 
+    fn forget_expired_answer(
+        &mut self,
+        caller: &str,
+        key: &str,
+        at: Timestamp,
+    ) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached(
+                "DELETE FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND created_at <= ?3",
+            )?
+            .execute(params![caller, key, at])
+            .context("forgetting an expired idempotent answer")?;
+        Ok(())
+    }
+
     fn purge_answers(&mut self, before: Timestamp) -> anyhow::Result<u64> {
         let purged = self
             .connection

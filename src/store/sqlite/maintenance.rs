@@ -269,6 +269,8 @@ pub fn import_shop(connection: &mut Connection, shop: &ShopData) -> anyhow::Resu
                 ),
                 Some(_) => {}
             }
+            check_refunded_claim(&transaction, table, claim)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", at()))?;
             transaction
                 .execute(
                     &format!(
@@ -295,6 +297,52 @@ pub fn import_shop(connection: &mut Connection, shop: &ShopData) -> anyhow::Resu
         returns: shop.returns.len(),
         rmas: shop.rmas.len(),
     })
+}
+
+/// Refuses to re-import a return or claim that has refunds onto another order or currency, or
+/// below what is refunded from it (the triggers of migration 0011 and the `CHECK` constraints
+/// refuse it too; this says why in the import's own words).
+fn check_refunded_claim(
+    connection: &Connection,
+    table: &str,
+    claim: &crate::shop::ShopClaim,
+) -> anyhow::Result<()> {
+    let source_type = if table == "returns" { "return" } else { "rma" };
+    let stored: Option<(i64, String, i64, bool)> = connection
+        .query_row(
+            &format!(
+                "SELECT order_id, currency, refunded_minor,
+                        EXISTS (SELECT 1 FROM refunds WHERE source_type = ?2 AND source_id = ?1)
+                 FROM {table} WHERE id = ?1"
+            ),
+            params![claim.id, source_type],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    let Some((order_id, currency, refunded_minor, has_refunds)) = stored else {
+        return Ok(());
+    };
+    if has_refunds && order_id != claim.order_id {
+        bail!(
+            "it has refunds, so it stays on order {order_id} (not {})",
+            claim.order_id
+        );
+    }
+    if has_refunds && currency != claim.value.currency.code() {
+        bail!(
+            "it has refunds, so it stays in {currency} (not {})",
+            claim.value.currency
+        );
+    }
+    if claim.value.minor < refunded_minor {
+        let currency = claim.value.currency;
+        bail!(
+            "value {} {currency} is below the {} {currency} already refunded from it",
+            claim.value.to_decimal(),
+            crate::money::minor_to_decimal(refunded_minor, currency)
+        );
+    }
+    Ok(())
 }
 
 pub fn put_api_user(

@@ -13,12 +13,15 @@
 //! `Ledger` over SQL, [`maintenance`] what the command line does.
 
 mod connection;
+mod files;
 mod ledger;
 mod maintenance;
 mod read;
 mod writer;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context as _;
@@ -48,6 +51,8 @@ struct StoreInner {
     /// Bounds the scans running at once, and so the read connections and blocking threads.
     scan_slots: tokio::sync::Semaphore,
     path: PathBuf,
+    /// Raised by the writer when it stops because its files were deleted or replaced.
+    lost: Arc<files::FilesLost>,
 }
 
 /// Why a write's savepoint was undone.
@@ -66,13 +71,33 @@ impl From<anyhow::Error> for Undone {
 
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path` and starts the writer.
+    ///
+    /// If the writer finds its database or `-wal` file deleted or replaced on disk (see
+    /// [`files`]), it stops: the batch that found it is answered only if its commit reached the
+    /// database file (the still-open, unlinked WAL is checkpointed into it), every later write
+    /// is refused, readiness fails, and `stopped_for_good` resolves so that the process can
+    /// exit for its supervisor to restart it. A start after a run that did not close the
+    /// ledger moves the id sequence forward, so no id it may have acknowledged comes back.
     pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
         let mut connection = connection::open_writer(path)?;
         connection::migrate(&mut connection)?;
+        if let Some(floor) = writer::begin_run(&mut connection)? {
+            tracing::warn!(
+                next_id_above = floor,
+                "the last run did not close the ledger; refund ids continue above anything it \
+                 may have handed out"
+            );
+        }
+        let guard = files::FilesGuard {
+            files: files::LedgerFiles::record(path)?,
+            database: path.to_owned(),
+            lost: Arc::new(files::FilesLost::default()),
+        };
+        let lost = guard.lost.clone();
         let (sender, receiver) = mpsc::channel::<writer::BatchedWrite>();
         let writer_thread = std::thread::Builder::new()
             .name("ledger-writer".to_owned())
-            .spawn(move || writer::run(&mut connection, &receiver, MAX_BATCH))
+            .spawn(move || writer::run(&mut connection, &receiver, MAX_BATCH, &guard))
             .context("starting the ledger writer thread")?;
         Ok(SqliteStore {
             inner: Arc::new(StoreInner {
@@ -81,11 +106,13 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 scan_slots: tokio::sync::Semaphore::new(MAX_SCANS),
                 path: path.to_owned(),
+                lost,
             }),
         })
     }
 
     fn submit(&self, job: writer::BatchedWrite) -> anyhow::Result<()> {
+        self.check_usable()?;
         let sender = self
             .inner
             .writer
@@ -183,6 +210,19 @@ impl LedgerStore for SqliteStore {
 
     fn audit_sealing(&self) -> AuditSealing {
         AuditSealing::InTransaction
+    }
+
+    /// `Err` once the writer has stopped because its files were deleted or replaced.
+    fn check_usable(&self) -> anyhow::Result<()> {
+        if self.inner.lost.is_set() {
+            anyhow::bail!("the ledger refuses writes: its files on disk were deleted or replaced");
+        }
+        Ok(())
+    }
+
+    fn stopped_for_good(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let lost = self.inner.lost.clone();
+        Box::pin(async move { lost.wait().await })
     }
 
     /// Stops the writer after the jobs already queued, and waits for it.
