@@ -11,6 +11,7 @@ mod lifecycle;
 mod observability;
 mod openapi;
 mod operators;
+mod postgresql;
 mod rest;
 mod rest_fixtures;
 mod schema;
