@@ -690,3 +690,162 @@ fn backup_says_it_is_postgresqls_job_and_fails() {
     assert!(stderr.contains("pg_dump"), "{stderr}");
     assert!(!Path::new("/tmp/never-written.db").exists());
 }
+
+#[test]
+fn the_schema_itself_refuses_an_over_refund() {
+    let Some(cluster) = cluster() else { return };
+    let url = cluster.fresh_database();
+    let mut client = sql(&url);
+    let refund = |id: i64, minor: i64| {
+        format!(
+            "BEGIN;
+             INSERT INTO movements (id, kind) VALUES ({id}, 'refund');
+             INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_id,
+                 amount_minor, currency, status, created_at, created_by)
+             VALUES ({id}, 2001, 'order', 2001, 'automatic', 11, {minor}, 'PLN', 'New', 0, 'x');
+             COMMIT;"
+        )
+    };
+    let mut refunded = |client: &mut postgres::Client| -> (i64, i64) {
+        let row = client
+            .query_one(
+                "SELECT p.refunded_minor, o.refunded_minor FROM payments p JOIN orders o ON o.id = p.order_id WHERE p.id = 11",
+                &[],
+            )
+            .expect("totals");
+        (row.get(0), row.get(1))
+    };
+    // Payment 11 took 200.00: one grosz more is refused by the running total's CHECK.
+    assert!(client.batch_execute(&refund(1000, 20_001)).is_err());
+    client
+        .batch_execute("ROLLBACK")
+        .expect("end the failed transaction");
+    assert_eq!(refunded(&mut client), (0, 0));
+    client
+        .batch_execute(&refund(1001, 20_000))
+        .expect("exactly what was paid");
+    assert_eq!(refunded(&mut client), (20_000, 20_000));
+    assert!(
+        client
+            .batch_execute("UPDATE refunds SET amount_minor = 20001 WHERE id = 1001")
+            .is_err(),
+        "raising a reservation past what was paid"
+    );
+    assert!(
+        client
+            .batch_execute("UPDATE refunds SET status = 'Failed' WHERE id = 1001")
+            .is_err(),
+        "only a refund being processed can fail"
+    );
+    assert!(client.batch_execute("DELETE FROM refunds").is_err());
+    client
+        .batch_execute("UPDATE refunds SET status = 'Canceled' WHERE id = 1001")
+        .expect("cancel");
+    assert_eq!(
+        refunded(&mut client),
+        (0, 0),
+        "canceling releases the amount"
+    );
+    assert!(
+        client
+            .batch_execute("UPDATE refunds SET status = 'New' WHERE id = 1001")
+            .is_err(),
+        "a final state is final"
+    );
+    assert_ledger_consistent(&url);
+}
+
+/// `GET getPossibleAutoRefunds` of order 2001 with `key` on `base`: the HTTP status.
+async fn read_with_key(http: &reqwest::Client, base: &str, key: &str) -> u16 {
+    http.get(format!(
+        "{base}/api/admin/v6/refunds/getPossibleAutoRefunds?sourceType=order&sourceId=2001"
+    ))
+    .header("x-api-key", key)
+    .send()
+    .await
+    .expect("request sent")
+    .status()
+    .as_u16()
+}
+
+#[test]
+fn every_command_takes_a_postgres_url_and_a_key_revoked_there_stops_on_every_instance() {
+    let Some(cluster) = cluster() else { return };
+    let url = cluster.empty_database();
+    let shop = fixtures_dir().join("test-shop.json");
+    let (ok, stdout, stderr) = cli(&["import", shop.to_str().expect("utf-8 path")], &url);
+    assert!(ok, "import: {stdout}{stderr}");
+    let (ok, _, stderr) = cli(&["user", "add", "clerk", "--password", "pw"], &url);
+    assert!(ok, "user add: {stderr}");
+    let (ok, key, stderr) = cli(&["key", "create", "--name", "batch"], &url);
+    assert!(ok, "key create: {stderr}");
+    let key = key.trim().to_owned();
+    let (ok, listed, _) = cli(&["key", "list"], &url);
+    assert!(ok && listed.contains("batch"), "{listed}");
+
+    const TTL_MS: u64 = 300;
+    let instances: Vec<(Running, String)> = (0..3)
+        .map(|_| serve(&url, &["--credentials-ttl-ms", &TTL_MS.to_string()]))
+        .collect();
+    let bases: Vec<String> = instances.iter().map(|(_, base)| base.clone()).collect();
+    let refund_id = runtime().block_on(async {
+        let http = client();
+        let added = http
+            .post(format!("{}/api/admin/v6/refunds/addAutomaticRefundForOrder", bases[0]))
+            .header("x-api-key", &key)
+            .body(r#"{"params":{"sourceId":2001,"paymentId":11,"refundValue":"10.00","refundCurrency":"PLN"}}"#)
+            .send()
+            .await
+            .expect("add");
+        assert_eq!(added.status(), 200);
+        let added: serde_json::Value = added.json().await.expect("json");
+        let refund_id = added["result"]["refundId"].as_i64().expect("refundId");
+        let confirmed = http
+            .put(format!("{}/api/admin/v6/refunds/confirmRefund", bases[1]))
+            .header("x-api-key", &key)
+            .body(format!(r#"{{"params":{{"sourceType":"order","sourceId":2001,"paymentId":{refund_id}}}}}"#))
+            .send()
+            .await
+            .expect("confirm");
+        assert_eq!(confirmed.status(), 200, "{}", confirmed.text().await.unwrap_or_default());
+        for base in &bases {
+            assert_eq!(read_with_key(&http, base, &key).await, 200, "{base} accepts the key");
+        }
+        refund_id
+    });
+    let (ok, jobs, _) = cli(&["outbox", "--all"], &url);
+    assert!(ok && jobs.contains(&refund_id.to_string()), "{jobs}");
+
+    let (ok, _, stderr) = cli(&["key", "revoke", "batch"], &url);
+    assert!(ok, "key revoke: {stderr}");
+    let revoked_at = Instant::now();
+    runtime().block_on(async {
+        let http = client();
+        for base in &bases {
+            loop {
+                if read_with_key(&http, base, &key).await == 401 {
+                    break;
+                }
+                assert!(
+                    revoked_at.elapsed() < Duration::from_millis(TTL_MS + 1000),
+                    "{base} still accepts a key revoked {:?} ago",
+                    revoked_at.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    drop(instances);
+
+    let (ok, stdout, stderr) = cli(&["audit", "verify"], &url);
+    assert!(
+        ok && stdout.contains("audit chain intact"),
+        "{stdout}{stderr}"
+    );
+    let (ok, history, _) = cli(&["audit", "show", "--refund", &refund_id.to_string()], &url);
+    assert!(
+        ok && history.lines().count() >= 2,
+        "added and confirmed: {history}"
+    );
+    assert_ledger_consistent(&url);
+}
