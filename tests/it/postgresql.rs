@@ -706,7 +706,7 @@ fn the_schema_itself_refuses_an_over_refund() {
              COMMIT;"
         )
     };
-    let mut refunded = |client: &mut postgres::Client| -> (i64, i64) {
+    let refunded = |client: &mut postgres::Client| -> (i64, i64) {
         let row = client
             .query_one(
                 "SELECT p.refunded_minor, o.refunded_minor FROM payments p JOIN orders o ON o.id = p.order_id WHERE p.id = 11",
@@ -847,5 +847,193 @@ fn every_command_takes_a_postgres_url_and_a_key_revoked_there_stops_on_every_ins
         ok && history.lines().count() >= 2,
         "added and confirmed: {history}"
     );
+    assert_ledger_consistent(&url);
+}
+
+/// What the proxy between a gateway and PostgreSQL does with traffic.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Forwarding,
+    /// Holds every byte and answers nothing, connections stay open: a frozen server.
+    Frozen,
+    /// Closes every connection and every new one: a server that is down.
+    Refusing,
+}
+
+/// A TCP proxy in front of the cluster, so that a test can take PostgreSQL away from one
+/// gateway (and give it back) without touching the cluster the other tests use.
+struct Proxy {
+    port: u16,
+    state: std::sync::Arc<Mutex<(Link, Vec<std::net::TcpStream>)>>,
+}
+
+impl Proxy {
+    fn start(target_port: u16) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("address").port();
+        let state = std::sync::Arc::new(Mutex::new((Link::Forwarding, Vec::new())));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                let mut state = shared.lock().expect("proxy state");
+                match state.0 {
+                    Link::Refusing => drop(inbound),
+                    Link::Frozen => state.1.push(inbound),
+                    Link::Forwarding => {
+                        let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", target_port))
+                        else {
+                            continue;
+                        };
+                        for (from, to) in [(&inbound, &outbound), (&outbound, &inbound)] {
+                            let (from, to) = (
+                                from.try_clone().expect("clone"),
+                                to.try_clone().expect("clone"),
+                            );
+                            let shared = shared.clone();
+                            std::thread::spawn(move || pump(from, to, &shared));
+                        }
+                        state.1.push(inbound);
+                        state.1.push(outbound);
+                    }
+                }
+            }
+        });
+        Proxy { port, state }
+    }
+
+    fn set(&self, link: Link) {
+        let mut state = self.state.lock().expect("proxy state");
+        state.0 = link;
+        if link == Link::Refusing {
+            for stream in state.1.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.set(Link::Refusing);
+    }
+}
+
+/// Copies `from` to `to` while the link forwards; holds what it read while it is frozen.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    state: &Mutex<(Link, Vec<std::net::TcpStream>)>,
+) {
+    use std::io::{Read as _, Write as _};
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let Ok(read) = from.read(&mut buffer) else {
+            return;
+        };
+        if read == 0 {
+            let _ = to.shutdown(std::net::Shutdown::Write);
+            return;
+        }
+        loop {
+            let link = state.lock().map(|state| state.0).unwrap_or(Link::Refusing);
+            match link {
+                Link::Forwarding => break,
+                Link::Frozen => std::thread::sleep(Duration::from_millis(10)),
+                Link::Refusing => return,
+            }
+        }
+        if to.write_all(&buffer[..read]).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_outage_fails_requests_within_the_deadline_and_the_instance_recovers_by_itself() {
+    let Some(cluster) = cluster() else { return };
+    let url = cluster.fresh_database();
+    // Declared before the proxy, so dropped after it: a failing assertion lets the proxy
+    // refuse (ending the transactions it froze) before the runtime waits for their threads.
+    let runtime = runtime();
+    let proxy = Proxy::start(cluster.port);
+    let proxied = url.replace(&format!(":{}/", cluster.port), &format!(":{}/", proxy.port));
+    runtime.block_on(async {
+        let server =
+            TestServer::start_with(test_config_on(Database::Postgres(proxied.clone()))).await;
+        let http = client();
+        let base = server.base.clone();
+        let ready = |http: reqwest::Client, base: String| async move {
+            http.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .expect("readyz")
+                .status()
+                .as_u16()
+        };
+        let status_of = "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:paymentId>20</r:paymentId>";
+        let added = soap(&http, &base, "addAutomaticRefundForOrder", "<r:sourceId>2001</r:sourceId><r:paymentId>11</r:paymentId><r:refundValue>10.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency>").await;
+        assert_eq!(fault_code(&added), "0", "{added}");
+        assert_eq!(ready(http.clone(), base.clone()).await, 200);
+
+        // Frozen: nothing answers, nothing fails at the TCP level. Requests fail at the
+        // transaction deadline instead of hanging.
+        proxy.set(Link::Frozen);
+        let soap_url = format!("{base}/soap/refunds");
+        let headers = [
+            soap11_headers("getRefundStatus"),
+            vec![("x-api-key".to_owned(), TEST_API_KEY.to_owned())],
+        ]
+        .concat();
+        let started = Instant::now();
+        let (readiness, answer) = tokio::join!(
+            ready(http.clone(), base.clone()),
+            post(
+                &http,
+                &soap_url,
+                &headers,
+                soap11("getRefundStatus", status_of),
+            )
+        );
+        // The adapter's transaction deadline is 10 s; a hang would show here.
+        assert!(
+            started.elapsed() < Duration::from_secs(14),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(readiness, 503);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(
+            (
+                fault_code(&answer.body),
+                element_text(&answer.body, "faultString")
+            ),
+            ("3", Some("operation failed; the cause is in the gateway's log")),
+            "the generic failure, no internal text"
+        );
+
+        // Down: every session breaks and new ones are refused; requests fail at once.
+        proxy.set(Link::Refusing);
+        let started = Instant::now();
+        assert_eq!(ready(http.clone(), base.clone()).await, 503);
+        assert!(
+            started.elapsed() < refunds_gateway::store::postgres::CONNECT_TIMEOUT + Duration::from_secs(1),
+            "a refused connection took {:?}",
+            started.elapsed()
+        );
+
+        // Back: the instance reconnects by itself.
+        proxy.set(Link::Forwarding);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ready(http.clone(), base.clone()).await != 200 {
+            assert!(Instant::now() < deadline, "the instance did not recover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = soap(&http, &base, "getRefundStatus", status_of).await;
+        assert_eq!(element_text(&status, "refundStatus"), Some("New"), "{status}");
+        let added = soap(&http, &base, "addAutomaticRefundForOrder", "<r:sourceId>2001</r:sourceId><r:paymentId>11</r:paymentId><r:refundValue>10.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency>").await;
+        assert_eq!(fault_code(&added), "0", "{added}");
+        server.stop().await;
+    });
     assert_ledger_consistent(&url);
 }

@@ -46,10 +46,15 @@ pub fn config(url: &str) -> anyhow::Result<::postgres::Config> {
     let mut config: ::postgres::Config = url
         .parse()
         .with_context(|| format!("reading the database URL {}", redacted(url)))?;
+    // Keepalives and the user timeout notice a peer that vanished (a network partition), so
+    // that a session waiting on it fails instead of waiting for TCP's retransmissions.
     config
         .connect_timeout(CONNECT_TIMEOUT)
         .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30));
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(10));
     if config.get_application_name().is_none() {
         config.application_name("refunds-gateway");
     }

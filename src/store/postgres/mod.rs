@@ -46,6 +46,13 @@ pub const POOL_SIZE: usize = 16;
 /// internal error).
 pub const MAX_ATTEMPTS: u32 = 8;
 
+/// The longest a caller waits for a transaction, queueing for a slot included. The statement
+/// timeout bounds what PostgreSQL does; this bounds what it cannot: a server that stopped
+/// answering (frozen, or a network that swallows packets) leaves the request to fail here
+/// rather than hang. The transaction's thread goes on until its session fails, and may still
+/// commit: a client that retries under its idempotency key gets the stored answer.
+pub const TRANSACTION_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The first retry waits up to this long (uniformly jittered), doubling each time.
 const RETRY_BASE: Duration = Duration::from_millis(4);
 
@@ -69,7 +76,7 @@ struct StoreInner {
     config: ::postgres::Config,
     idle: Mutex<Vec<Connection>>,
     /// Bounds the transactions running at once, and so the sessions and blocking threads.
-    slots: tokio::sync::Semaphore,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl PostgresStore {
@@ -83,12 +90,13 @@ impl PostgresStore {
             inner: Arc::new(StoreInner {
                 config,
                 idle: Mutex::new(vec![Connection::new(client)]),
-                slots: tokio::sync::Semaphore::new(POOL_SIZE),
+                slots: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
             }),
         })
     }
 
-    /// Runs `transaction` on a blocking thread with a pooled session, once a slot is free.
+    /// Runs `transaction` on a blocking thread with a pooled session, once a slot is free;
+    /// gives up waiting after [`TRANSACTION_DEADLINE`].
     fn spawn(
         &self,
         work: LedgerWork,
@@ -96,20 +104,31 @@ impl PostgresStore {
     ) -> LedgerFuture {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let _slot = inner
-                .slots
-                .acquire()
+            let ran = tokio::time::timeout(TRANSACTION_DEADLINE, async move {
+                let slot = inner
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| anyhow!("the store is closed"))?;
+                tokio::task::spawn_blocking(move || {
+                    // The slot is the thread's: a transaction given up on by its caller still
+                    // counts against the pool until its thread is done.
+                    let _slot = slot;
+                    let mut connection = inner.checkout()?;
+                    let result = transaction(&inner, &mut connection, work);
+                    inner.checkin(connection);
+                    result
+                })
                 .await
-                .map_err(|_| anyhow!("the store is closed"))?;
-            let pool = inner.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut connection = pool.checkout()?;
-                let result = transaction(&pool, &mut connection, work);
-                pool.checkin(connection);
-                result
+                .map_err(|error| anyhow!("a ledger transaction's thread failed: {error}"))?
             })
-            .await
-            .map_err(|error| anyhow!("a ledger transaction's thread failed: {error}"))?
+            .await;
+            ran.unwrap_or_else(|_| {
+                Err(anyhow!(
+                    "PostgreSQL did not finish a transaction within {TRANSACTION_DEADLINE:?}"
+                ))
+            })
         })
     }
 }
@@ -166,6 +185,7 @@ fn write_transaction(
     connection: &mut Connection,
     mut work: LedgerWork,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -185,7 +205,7 @@ fn write_transaction(
         };
         if let Some(reason) = transient {
             rollback(connection)?;
-            if attempt < MAX_ATTEMPTS {
+            if attempt < MAX_ATTEMPTS && started.elapsed() < TRANSACTION_DEADLINE {
                 tracing::debug!(attempt, %reason, "a write met a transient failure; running it again");
                 std::thread::sleep(backoff(attempt));
                 continue;
@@ -206,7 +226,11 @@ fn write_transaction(
         }
         match connection.client.batch_execute("COMMIT") {
             Ok(()) => return Ok(()),
-            Err(error) if attempt < MAX_ATTEMPTS && is_transient(&error) => {
+            Err(error)
+                if attempt < MAX_ATTEMPTS
+                    && started.elapsed() < TRANSACTION_DEADLINE
+                    && is_transient(&error) =>
+            {
                 std::thread::sleep(backoff(attempt));
             }
             Err(error) => {
