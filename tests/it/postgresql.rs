@@ -1037,3 +1037,173 @@ fn an_outage_fails_requests_within_the_deadline_and_the_instance_recovers_by_its
     });
     assert_ledger_consistent(&url);
 }
+
+#[test]
+fn two_hundred_automatic_refunds_over_three_instances_one_killed_each_refunded_exactly_once() {
+    use crate::crash::rest;
+    use crate::operators::{Reply, SECRET, Script, TestOperator};
+    use serde_json::{Value, json};
+
+    const REFUNDS: i64 = 200;
+    let Some(cluster) = cluster() else { return };
+    let url = cluster.empty_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let orders: Vec<Value> = (1..=REFUNDS)
+        .map(|n| {
+            json!({"orderId": 5000 + n, "currency": "PLN", "payments": [{"paymentId": 6000 + n, "amount": "50.00", "currency": "PLN",
+                "paymentFormId": 12, "paymentSystem": 27, "autoRefund": true, "externalTransactionId": format!("EXT-{n}"),
+                "paidAt": "2026-11-19 10:00:00"}]})
+        })
+        .collect();
+    let shop = dir.path().join("shop.json");
+    std::fs::write(&shop, json!({ "orders": orders }).to_string()).expect("shop");
+    let (ok, _, stderr) = cli(&["import", shop.to_str().expect("utf-8 path")], &url);
+    assert!(ok, "import: {stderr}");
+    let (ok, key, stderr) = cli(&["key", "create", "--name", "crash"], &url);
+    assert!(ok, "key create: {stderr}");
+    let key = key.trim().to_owned();
+
+    let runtime = runtime();
+    runtime.block_on(async {
+        // 40 ms per refund; one refund per idempotency key; "completed" when asked again.
+        let operator = TestOperator::start(Script {
+            sends: vec![Reply::Slow(
+                40,
+                200,
+                json!({"status": "completed", "operatorRefundId": "auto"}),
+            )],
+            queries: vec![Reply::Json(404, json!({}))],
+            remember: true,
+        })
+        .await;
+        let operators = dir.path().join("operators.toml");
+        std::fs::write(
+            &operators,
+            format!(
+                "default = \"testpay\"\n[retry]\nbase_ms = 20\ncap_ms = 200\nlease_ms = 500\n[operators.testpay]\nkind = \"http\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntimeout_ms = 2000\n",
+                operator.url
+            ),
+        )
+        .expect("operators file");
+        let operators = operators.to_str().expect("utf-8 path").to_owned();
+        let mut instances: Vec<(Running, String)> = (0..3)
+            .map(|_| serve(&url, &["--operators", &operators]))
+            .collect();
+        // `rest` takes host:port.
+        let bases: Vec<String> = instances
+            .iter()
+            .map(|(_, base)| base.trim_start_matches("http://").to_owned())
+            .collect();
+        let http = client();
+        let mut ids = Vec::new();
+        for n in 1..=REFUNDS {
+            let base = &bases[n as usize % 3];
+            let added = rest(&http, base, &key, reqwest::Method::POST, "addAutomaticRefundForOrder", json!({"sourceId": 5000 + n, "paymentId": 6000 + n, "refundValue": "50.00", "refundCurrency": "PLN"})).await;
+            ids.push((5000 + n, added["result"]["refundId"].as_i64().expect("refundId")));
+        }
+        // Confirm them all at once over the three; SIGKILL the first once the operator has
+        // seen a quarter of the sends. Its claimed jobs go to the others after their lease.
+        let confirms: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(index, &(order, id))| {
+                let (http, base, key) = (http.clone(), bases[index % 3].clone(), key.clone());
+                tokio::spawn(async move {
+                    rest(&http, &base, &key, reqwest::Method::PUT, "confirmRefund", json!({"sourceType": "order", "sourceId": order, "paymentId": id})).await
+                })
+            })
+            .collect();
+        for _ in 0..1000 {
+            if operator.count("POST") as i64 >= REFUNDS / 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (mut killed, _) = instances.remove(0);
+        killed.0.kill().expect("SIGKILL");
+        killed.0.wait().expect("reap");
+        let sends_before_kill = operator.count("POST");
+        assert!(
+            sends_before_kill > 0 && (sends_before_kill as i64) < REFUNDS,
+            "the kill must land while refunds are on their way: {sends_before_kill} of {REFUNDS} sent"
+        );
+        for confirm in confirms {
+            let _ = confirm.await;
+        }
+
+        // The two left confirm what the kill left unconfirmed and settle everything.
+        let survivors = &bases[1..];
+        let mut settled = 0;
+        for _ in 0..600 {
+            settled = 0;
+            for (index, &(order, id)) in ids.iter().enumerate() {
+                let base = &survivors[index % 2];
+                let at = json!({"sourceType": "order", "sourceId": order, "paymentId": id});
+                let status = rest(&http, base, &key, reqwest::Method::GET, "getRefundStatus", at.clone()).await;
+                match status["result"]["refundStatus"].as_str() {
+                    Some("Completed") => settled += 1,
+                    Some("New") => {
+                        rest(&http, base, &key, reqwest::Method::PUT, "confirmRefund", at).await;
+                    }
+                    _ => {}
+                }
+            }
+            if settled == REFUNDS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(settled, REFUNDS, "every refund completed on the two instances left");
+
+        let effective = operator.state.lock().expect("state").effective.clone();
+        let refunded: std::collections::HashSet<String> = effective.keys().cloned().collect();
+        let confirmed: std::collections::HashSet<String> =
+            ids.iter().map(|(_, id)| id.to_string()).collect();
+        assert_eq!(refunded, confirmed, "the operator refunded exactly the confirmed refunds");
+        assert!(
+            effective.values().all(|&count| count == 1),
+            "no refund was made twice: {effective:?}"
+        );
+        // Claims are exclusive and a job taken over after the kill starts with a status
+        // query: no refund is sent twice, not even to an operator that would shrug it off.
+        assert_eq!(operator.count("POST") as i64, REFUNDS, "one send per refund");
+        eprintln!(
+            "PostgreSQL crash test: {REFUNDS} refunds over three instances; {sends_before_kill} sends before SIGKILL of one; {} sends and {} status queries in all",
+            operator.count("POST"),
+            operator.count("GET")
+        );
+
+        // Every entry chained by the survivors' sealer, then `audit verify` clean.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (ok, stdout, stderr) = cli(&["audit", "verify"], &url);
+            assert!(ok, "audit verify: {stdout}{stderr}");
+            if !stdout.contains("not chained yet") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "entries left unchained: {stdout}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(instances);
+    });
+    let output = gateway()
+        .args(["outbox", "--db", &url])
+        .output()
+        .expect("outbox");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "0 job(s)",
+        "nothing is left in the outbox"
+    );
+    let mut client = sql(&url);
+    let completed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM refunds WHERE status = 'Completed' AND external_id = 'OP-' || id",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(completed, REFUNDS);
+    assert_ledger_consistent(&url);
+}

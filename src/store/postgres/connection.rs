@@ -61,13 +61,15 @@ pub fn config(url: &str) -> anyhow::Result<::postgres::Config> {
     Ok(config)
 }
 
-/// A session with the adapter's settings: READ COMMITTED, the lock and statement timeouts.
+/// A session with the adapter's settings: READ COMMITTED, the lock and statement timeouts, and
+/// no NOTICEs ("already exists, skipping" would land in every command's output).
 pub fn connect(config: &::postgres::Config) -> anyhow::Result<Client> {
     let mut client = config.connect(NoTls).context("connecting to PostgreSQL")?;
     client
         .batch_execute(&format!(
             "SET lock_timeout = {}; SET statement_timeout = {};
-             SET default_transaction_isolation = 'read committed';",
+             SET default_transaction_isolation = 'read committed';
+             SET client_min_messages = warning;",
             LOCK_TIMEOUT.as_millis(),
             STATEMENT_TIMEOUT.as_millis()
         ))

@@ -218,7 +218,8 @@ impl<'c> PgLedger<'c> {
 
     /// Whether the transaction can still commit what the work did.
     pub fn committable(&self) -> bool {
-        !self.state.aborted && !(self.state.in_savepoint && self.state.failed_in_savepoint)
+        let open_savepoint_failed = self.state.in_savepoint && self.state.failed_in_savepoint;
+        !(self.state.aborted || open_savepoint_failed)
     }
 
     fn noted<T>(&mut self, result: Result<T, ::postgres::Error>) -> anyhow::Result<T> {
