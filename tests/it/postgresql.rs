@@ -239,8 +239,13 @@ impl Cluster {
 
     /// A new database holding the migrated schema, the test shop, the test user and keys.
     pub fn fresh_database(&self) -> String {
+        self.copy_of(TEMPLATE)
+    }
+
+    /// A new database copied from `source` (no session may be open on it).
+    pub fn copy_of(&self, source: &str) -> String {
         let name = format!("test_{}", NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
-        self.create_database(&name, Some(TEMPLATE));
+        self.create_database(&name, Some(source));
         self.url(&name)
     }
 
@@ -1206,4 +1211,41 @@ fn two_hundred_automatic_refunds_over_three_instances_one_killed_each_refunded_e
         .get(0);
     assert_eq!(completed, REFUNDS);
     assert_ledger_consistent(&url);
+}
+
+/// The recorded SOAP fixtures answer byte for byte (canonically) as their goldens, which the
+/// SQLite run records: both backends behave alike for every case.
+#[test]
+fn soap_fixtures_match_their_goldens_on_postgres() {
+    use crate::soap_fixtures::{cases, compare_with_golden, run_case, run_setup};
+
+    let Some(cluster) = cluster() else { return };
+    let fixture = cluster.fresh_database();
+    let runtime = runtime();
+    runtime.block_on(run_setup(fixture_config(&fixture)));
+    let fixture_name = fixture
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_owned();
+    let http = client();
+    let cases = cases();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let url = cluster.copy_of(&fixture_name);
+        let (answer, _) = runtime.block_on(run_case(&http, fixture_config(&url), case));
+        failures.extend(compare_with_golden(case, &answer));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixture cases differ on PostgreSQL:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// The fixtures' configuration (fixed clock, no outbox worker) on PostgreSQL.
+fn fixture_config(url: &str) -> refunds_gateway::Config {
+    test_config_on(Database::Postgres(url.to_owned()))
 }

@@ -25,6 +25,7 @@ mod ledger;
 mod maintenance;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,6 +78,25 @@ struct StoreInner {
     idle: Mutex<Vec<Connection>>,
     /// Bounds the transactions running at once, and so the sessions and blocking threads.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Set by `close`: sessions coming back from transactions still running are closed.
+    closed: AtomicBool,
+}
+
+/// A session of the `postgres` crate blocks on its own runtime when dropped, which panics on a
+/// thread that drives async tasks; the last reference to the store may well go there (the
+/// server's state is dropped on one), so the idle sessions are closed on a thread of their own.
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        let idle = match self.idle.get_mut() {
+            Ok(idle) => std::mem::take(idle),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("ledger-close".to_owned())
+                .spawn(move || drop(idle));
+        }
+    }
 }
 
 impl PostgresStore {
@@ -91,6 +111,7 @@ impl PostgresStore {
                 config,
                 idle: Mutex::new(vec![Connection::new(client)]),
                 slots: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
+                closed: AtomicBool::new(false),
             }),
         })
     }
@@ -142,9 +163,10 @@ impl StoreInner {
         }
     }
 
-    /// Only a live session outside any transaction goes back to the pool.
+    /// Only a live session outside any transaction goes back to the pool, and only while the
+    /// store is open (this runs on the transaction's blocking thread, where dropping is safe).
     fn checkin(&self, connection: Connection) {
-        if connection.client.is_closed() {
+        if connection.client.is_closed() || self.closed.load(Ordering::Acquire) {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
@@ -294,9 +316,10 @@ impl LedgerStore for PostgresStore {
         AuditSealing::ByLeader
     }
 
-    /// Closes the idle sessions. Transactions still running finish on theirs, which close when
-    /// they are dropped.
+    /// Closes the idle sessions (`close` runs on a blocking thread). Transactions still running
+    /// finish on theirs, which are closed when they end.
     fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
         self.inner.slots.close();
         if let Ok(mut idle) = self.inner.idle.lock() {
             idle.clear();
