@@ -138,6 +138,38 @@ fn stop_cluster() {
     let _ = std::fs::remove_dir_all(&stop.dir);
 }
 
+/// The watchdog's end of a pipe that only this process holds open.
+static WATCHDOG: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
+
+/// A killed test binary runs no exit handler, so a watchdog in its own session waits for the
+/// end of a pipe from this process (closed however the process ends), then stops the cluster
+/// and removes its folder. After a normal exit it finds both gone.
+fn watch_for_exit(bin: &Path, dir: &Path, as_postgres: bool) {
+    let pg_ctl = bin.join("pg_ctl");
+    let owner = if as_postgres {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
+    let script = format!(
+        "cat > /dev/null; {owner}'{}' -D '{}' -w -m fast stop; rm -rf '{}'",
+        pg_ctl.display(),
+        dir.join("data").display(),
+        dir.display()
+    );
+    let watchdog = Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Ok(mut watchdog) = watchdog
+        && let Ok(mut pipe) = WATCHDOG.lock()
+    {
+        *pipe = watchdog.stdin.take();
+    }
+}
+
 impl Cluster {
     fn start(bin: &Path) -> Cluster {
         let as_postgres = running_as_root();
@@ -186,6 +218,7 @@ impl Cluster {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
+        watch_for_exit(bin, &dir, as_postgres);
         if let Ok(mut stop) = STOP_AT_EXIT.lock() {
             *stop = Some(StopAtExit {
                 pg_ctl: bin.join("pg_ctl"),
@@ -1248,4 +1281,36 @@ fn soap_fixtures_match_their_goldens_on_postgres() {
 /// The fixtures' configuration (fixed clock, no outbox worker) on PostgreSQL.
 fn fixture_config(url: &str) -> refunds_gateway::Config {
     test_config_on(Database::Postgres(url.to_owned()))
+}
+
+/// The REST fixtures likewise (status, headers and JSON body against the goldens).
+#[test]
+fn rest_fixtures_match_their_goldens_on_postgres() {
+    use crate::rest_fixtures::{failures_of, rest_cases, run_case_on};
+    use crate::soap_fixtures::run_setup;
+
+    let Some(cluster) = cluster() else { return };
+    let fixture = cluster.fresh_database();
+    let runtime = runtime();
+    runtime.block_on(run_setup(fixture_config(&fixture)));
+    let fixture_name = fixture
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_owned();
+    let http = client();
+    let cases = rest_cases();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let url = cluster.copy_of(&fixture_name);
+        let reply = runtime.block_on(run_case_on(fixture_config(&url), &http, case));
+        failures.extend(failures_of(case, reply));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} REST fixture cases differ on PostgreSQL:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
 }
