@@ -14,6 +14,7 @@
 //! PostgreSQL, anything else a path to an SQLite file. [`Maintenance`] is what the command line
 //! does beside a running service (import, users, keys, the audit trail, the outbox, backups).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -62,9 +63,7 @@ impl std::fmt::Display for Database {
 pub fn open(database: &Database) -> anyhow::Result<Arc<dyn LedgerStore>> {
     match database {
         Database::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
-        Database::Postgres(url) => {
-            anyhow::bail!("PostgreSQL ({}) is not supported yet", redacted(url))
-        }
+        Database::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url)?)),
     }
 }
 
@@ -72,9 +71,7 @@ pub fn open(database: &Database) -> anyhow::Result<Arc<dyn LedgerStore>> {
 pub fn maintenance(database: &Database) -> anyhow::Result<Box<dyn Maintenance>> {
     match database {
         Database::Sqlite(path) => Ok(Box::new(sqlite::SqliteMaintenance::open(path)?)),
-        Database::Postgres(url) => {
-            anyhow::bail!("PostgreSQL ({}) is not supported yet", redacted(url))
-        }
+        Database::Postgres(url) => Ok(Box::new(postgres::PostgresMaintenance::open(url)?)),
     }
 }
 

@@ -37,7 +37,7 @@ fn run(args: &[&str], database: &Path) -> String {
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
-async fn rest(
+pub async fn rest(
     http: &reqwest::Client,
     base: &str,
     key: &str,

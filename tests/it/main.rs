@@ -12,6 +12,7 @@ mod lifecycle;
 mod observability;
 mod openapi;
 mod operators;
+mod postgresql;
 mod proof;
 mod rest;
 mod rest_fixtures;

@@ -42,7 +42,11 @@ use serde_json::{Map, Value, json};
 
 use crate::canonical::{self, Node};
 use crate::soap_fixtures::{self, fixture_database};
-use crate::support::{TEST_API_KEY, TestDatabase, TestServer, check_golden, client, fixtures_dir};
+use refunds_gateway::Config;
+
+use crate::support::{
+    TEST_API_KEY, TestDatabase, TestServer, check_golden, client, fixtures_dir, test_config,
+};
 
 /// The folder of REST-only cases (no SOAP twin).
 const REST_ONLY: &str = "_rest";
@@ -76,7 +80,7 @@ const PARALLEL_CASES: usize = 4;
 ///   aliases, uppercase hex) → `Authorization: Bearer` in three spellings of the scheme.
 const PARITY_EXCEPTIONS: &[(&str, &str, &str)] = &[];
 
-struct RestCase {
+pub struct RestCase {
     folder: String,
     name: String,
     request: PathBuf,
@@ -114,7 +118,7 @@ fn files_ending(folder: &Path, suffix: &str) -> Vec<String> {
 }
 
 /// Every REST case, `_rest` included, sorted by folder and name.
-fn rest_cases() -> Vec<RestCase> {
+pub fn rest_cases() -> Vec<RestCase> {
     let mut folders: Vec<String> = std::fs::read_dir(rest_dir())
         .expect("fixtures/rest")
         .map(|entry| entry.expect("entry"))
@@ -284,7 +288,7 @@ fn scalar_text(value: &Value) -> String {
 }
 
 /// What a REST case answered, as recorded in a golden.
-struct Reply {
+pub struct Reply {
     status: u16,
     content_type: String,
     allow: Option<String>,
@@ -511,12 +515,43 @@ async fn run_case(
     http: &reqwest::Client,
     case: &RestCase,
 ) -> Result<Reply, String> {
-    let request = request_of(case)?;
     let database = template.copy();
-    let server = TestServer::start(&database.path).await;
+    run_case_on(test_config(&database.path), http, case).await
+}
+
+/// Runs one case on its own server started with `config`.
+pub async fn run_case_on(
+    config: Config,
+    http: &reqwest::Client,
+    case: &RestCase,
+) -> Result<Reply, String> {
+    let request = request_of(case)?;
+    let server = TestServer::start_with(config).await;
     let reply = send(http, &server.base, request).await;
     server.stop().await;
     reply
+}
+
+/// What is wrong with `reply` to `case`, judged against its golden file (never rewritten).
+pub fn failures_of(case: &RestCase, reply: Result<Reply, String>) -> Vec<String> {
+    let label = case.label();
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(error) => return vec![format!("{label}: {error}")],
+    };
+    let mut failures = Vec::new();
+    if let Err(broken) = check_invariants(&reply) {
+        failures.push(format!("{label}: {broken}"));
+    }
+    match std::fs::read_to_string(case.golden()) {
+        Err(_) => failures.push(format!("{label}: no golden file")),
+        Ok(golden) => failures.extend(
+            compare(&reply, &golden)
+                .err()
+                .map(|difference| format!("{label}: {difference}")),
+        ),
+    }
+    failures
 }
 
 fn compare(reply: &Reply, golden_text: &str) -> Result<(), String> {

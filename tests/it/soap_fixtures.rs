@@ -11,7 +11,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::canonical;
-use crate::support::{Answer, TestDatabase, TestServer, check_golden, client, fixtures_dir, post};
+use refunds_gateway::Config;
+
+use crate::support::{
+    Answer, TestDatabase, TestServer, check_golden, client, fixtures_dir, post, test_config,
+};
 
 pub struct Case {
     pub operation: String,
@@ -116,7 +120,13 @@ fn headers_of(case: &Case, body: &[u8]) -> (String, Vec<(String, String)>) {
 /// Builds the fixture database once: the test shop plus the `_setup` requests.
 pub async fn fixture_database() -> TestDatabase {
     let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+    run_setup(test_config(&database.path)).await;
+    database
+}
+
+/// Sends the `_setup` requests, in name order, to a server started with `config`.
+pub async fn run_setup(config: Config) {
+    let server = TestServer::start_with(config).await;
     let http = client();
     for request in requests_in(&fixtures_dir().join("soap").join("_setup")) {
         let body = std::fs::read(&request).expect("setup request");
@@ -135,7 +145,29 @@ pub async fn fixture_database() -> TestDatabase {
         );
     }
     server.stop().await;
-    database
+}
+
+/// Sends `case` to a server started with `config`; the answer, and the text a golden file
+/// holds for it.
+pub async fn run_case(http: &reqwest::Client, config: Config, case: &Case) -> (Answer, String) {
+    let server = TestServer::start_with(config).await;
+    let body = std::fs::read(&case.request).expect("request fixture");
+    let (path, headers) = headers_of(case, &body);
+    let answer = post(http, &format!("{}{path}", server.base), &headers, body).await;
+    server.stop().await;
+    let actual = format!("{}\n{}\n", answer.body.trim_end(), trailer(&answer));
+    (answer, actual)
+}
+
+/// Compares `answer` with `case`'s golden file, never rewriting it; a failure line, if any.
+pub fn compare_with_golden(case: &Case, answer: &Answer) -> Option<String> {
+    let label = format!("{}/{}", case.operation, case.name);
+    match std::fs::read_to_string(case.golden()) {
+        Err(_) => Some(format!("{label}: no golden file")),
+        Ok(golden) => check(answer, &golden)
+            .err()
+            .map(|difference| format!("{label}: {difference}")),
+    }
 }
 
 fn operation_of(body: &[u8]) -> String {
@@ -189,13 +221,8 @@ async fn soap_fixtures_match_their_goldens() {
     assert!(!cases.is_empty(), "no fixture cases found");
     for case in &cases {
         let database = template.copy();
-        let server = TestServer::start(&database.path).await;
-        let body = std::fs::read(&case.request).expect("request fixture");
-        let (path, headers) = headers_of(case, &body);
-        let answer = post(&http, &format!("{}{path}", server.base), &headers, body).await;
-        server.stop().await;
+        let (answer, actual) = run_case(&http, test_config(&database.path), case).await;
         let label = format!("{}/{}", case.operation, case.name);
-        let actual = format!("{}\n{}\n", answer.body.trim_end(), trailer(&answer));
         failures.extend(check_golden(&case.golden(), &label, actual, |golden| {
             check(&answer, golden)
         }));

@@ -96,24 +96,7 @@ impl TestDatabase {
     pub fn with_shop(shop_json: &str) -> TestDatabase {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("refunds.db");
-        let shop = ShopData::parse(shop_json, chrono_tz::Europe::Warsaw).expect("shop parses");
-        let mut maintenance =
-            store::maintenance(&Database::Sqlite(path.clone())).expect("open database");
-        maintenance.import_shop(&shop).expect("import shop");
-        add_user(&mut *maintenance, TEST_LOGIN, TEST_PASSWORD, Scopes::ALL);
-        let read_only = Scopes {
-            read: true,
-            write: false,
-            confirm: false,
-        };
-        for (name, key, scopes) in [
-            ("all", TEST_API_KEY, Scopes::ALL),
-            ("reader", TEST_READ_KEY, read_only),
-        ] {
-            maintenance
-                .create_api_key(name, &api_key_digest(key), scopes, fixed_now())
-                .expect("add key");
-        }
+        load_shop(&Database::Sqlite(path.clone()), shop_json);
         TestDatabase { _dir: dir, path }
     }
 
@@ -126,6 +109,27 @@ impl TestDatabase {
             .execute("VACUUM INTO ?1", [path.to_str().expect("utf-8 temp path")])
             .expect("copy database");
         TestDatabase { _dir: dir, path }
+    }
+}
+
+/// Loads `shop_json`, the test user and the test API keys into `database` (either backend).
+pub fn load_shop(database: &Database, shop_json: &str) {
+    let shop = ShopData::parse(shop_json, chrono_tz::Europe::Warsaw).expect("shop parses");
+    let mut maintenance = store::maintenance(database).expect("open database");
+    maintenance.import_shop(&shop).expect("import shop");
+    add_user(&mut *maintenance, TEST_LOGIN, TEST_PASSWORD, Scopes::ALL);
+    let read_only = Scopes {
+        read: true,
+        write: false,
+        confirm: false,
+    };
+    for (name, key, scopes) in [
+        ("all", TEST_API_KEY, Scopes::ALL),
+        ("reader", TEST_READ_KEY, read_only),
+    ] {
+        maintenance
+            .create_api_key(name, &api_key_digest(key), scopes, fixed_now())
+            .expect("add key");
     }
 }
 
@@ -150,7 +154,12 @@ pub struct TestServer {
 /// The configuration tests start from: the clock fixed at `fixed_now()` and no outbox worker
 /// (so that `Processing` refunds stay as the fixtures recorded them).
 pub fn test_config(database: &Path) -> Config {
-    let mut config = Config::new(Database::Sqlite(database.to_owned()));
+    test_config_on(Database::Sqlite(database.to_owned()))
+}
+
+/// [`test_config`] over any backend.
+pub fn test_config_on(database: Database) -> Config {
+    let mut config = Config::new(database);
     config.clock = Clock::Fixed(fixed_now());
     config.run_outbox = false;
     config.metrics_token = Some(refunds_gateway::MetricsToken(METRICS_TOKEN.to_owned()));
