@@ -83,6 +83,9 @@ pub fn connect(config: &::postgres::Config) -> anyhow::Result<Client> {
 /// A pooled session and the statements prepared on it.
 pub struct Connection {
     pub client: Client,
+    /// Between a `BEGIN` and the `COMMIT` or `ROLLBACK` that ended it: a session whose
+    /// transaction could not be ended is closed, never pooled.
+    pub in_transaction: bool,
     /// Keyed by the address and length of the statement's text: every statement is a `const`,
     /// so this is a pointer comparison, not a hash of the SQL, on each call.
     statements: HashMap<(usize, usize), Statement>,
@@ -92,6 +95,7 @@ impl Connection {
     pub fn new(client: Client) -> Connection {
         Connection {
             client,
+            in_transaction: false,
             statements: HashMap::new(),
         }
     }

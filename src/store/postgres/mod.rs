@@ -166,7 +166,10 @@ impl StoreInner {
     /// Only a live session outside any transaction goes back to the pool, and only while the
     /// store is open (this runs on the transaction's blocking thread, where dropping is safe).
     fn checkin(&self, connection: Connection) {
-        if connection.client.is_closed() || self.closed.load(Ordering::Acquire) {
+        if connection.client.is_closed()
+            || connection.in_transaction
+            || self.closed.load(Ordering::Acquire)
+        {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
@@ -178,27 +181,41 @@ impl StoreInner {
     /// (PostgreSQL restarted since it was last used); nothing of the work has run yet.
     fn begin(&self, connection: &mut Connection, sql: &str) -> anyhow::Result<()> {
         match connection.client.batch_execute(sql) {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(error) if connection.client.is_closed() => {
                 tracing::warn!(%error, "a pooled PostgreSQL session had broken; reconnecting");
                 *connection = Connection::new(connection::connect(&self.config)?);
                 connection
                     .client
                     .batch_execute(sql)
-                    .context("beginning a transaction")
+                    .context("beginning a transaction")?;
             }
-            Err(error) => Err(anyhow::Error::from(error).context("beginning a transaction")),
+            Err(error) => {
+                return Err(anyhow::Error::from(error).context("beginning a transaction"));
+            }
         }
+        connection.in_transaction = true;
+        Ok(())
     }
 }
 
-/// Ends a transaction that must leave nothing behind. A session whose rollback failed is
-/// closed by dropping it, never reused inside a transaction.
+/// Ends a transaction that must leave nothing behind. A session whose rollback failed stays
+/// marked as in a transaction, so it is closed rather than pooled.
 fn rollback(connection: &mut Connection) -> anyhow::Result<()> {
     connection
         .client
         .batch_execute("ROLLBACK")
-        .context("rolling back a transaction")
+        .context("rolling back a transaction")?;
+    connection.in_transaction = false;
+    Ok(())
+}
+
+/// `COMMIT`. A failed COMMIT ends the transaction too (PostgreSQL rolls it back), so the
+/// session is reusable unless it broke.
+fn commit(connection: &mut Connection) -> Result<(), ::postgres::Error> {
+    let committed = connection.client.batch_execute("COMMIT");
+    connection.in_transaction = false;
+    committed
 }
 
 /// The write runner (contract points 1 to 6).
@@ -233,7 +250,7 @@ fn write_transaction(
                 continue;
             }
             return Err(anyhow!(
-                "a write failed {MAX_ATTEMPTS} times for a transient reason, the last: {reason}"
+                "a write failed {attempt} times for a transient reason, the last: {reason}"
             ));
         }
         if !keep {
@@ -246,7 +263,7 @@ fn write_transaction(
                 "a statement of the write failed and was not undone by its work; nothing was kept"
             ));
         }
-        match connection.client.batch_execute("COMMIT") {
+        match commit(connection) {
             Ok(()) => return Ok(()),
             Err(error)
                 if attempt < MAX_ATTEMPTS
