@@ -276,3 +276,52 @@ async fn the_rest_face_answers_the_same_proof_to_a_reader() {
     assert_eq!(wrong_verb.headers()["allow"], "GET");
     server.stop().await;
 }
+
+/// On PostgreSQL the sealer chains entries after commit: the proof shows them pending until
+/// then, and holds before and after.
+#[test]
+fn a_payments_proof_holds_on_postgres_once_the_sealer_has_chained_its_steps() {
+    let Some(cluster) = crate::postgresql::cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    crate::postgresql::runtime().block_on(async {
+        let database = refunds_gateway::store::Database::Postgres(url.clone());
+        let server = TestServer::start_with(crate::support::test_config_on(database)).await;
+        let add = json!({"sourceId": 2001, "paymentId": PAYMENT, "refundValue": "30.00", "refundCurrency": "PLN"});
+        let added = call(&server, reqwest::Method::POST, "addAutomaticRefundForOrder", add).await;
+        let id = added["result"]["refundId"].as_i64().expect("id");
+        let at = json!({"sourceType": "order", "sourceId": 2001, "paymentId": id});
+        call(&server, reqwest::Method::PUT, "cancelRefund", at).await;
+        let http = client();
+        let mut proof = Value::Null;
+        for _ in 0..100 {
+            proof = rest_request(&http, &server.base, TEST_API_KEY, reqwest::Method::GET, "ledgerProof", &json!({"paymentId": PAYMENT}))
+                .send()
+                .await
+                .expect("send")
+                .json()
+                .await
+                .expect("JSON");
+            assert_eq!(proof["verdict"]["holds"], true, "{proof}");
+            if proof["refunds"][0]["pending"].as_array().is_some_and(Vec::is_empty) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let history = proof["refunds"][0]["history"].as_array().expect("history");
+        let steps: Vec<&str> = history.iter().map(|step| step["entry"]["statusAfter"].as_str().expect("status")).collect();
+        assert_eq!(steps, ["New", "Canceled"], "chained by the sealer: {proof}");
+        assert_eq!(proof["verdict"]["liveTotalMinor"], 0);
+        server.stop().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let saved = dir.path().join("proof.json");
+        std::fs::write(&saved, proof.to_string()).expect("save");
+        let offline = gateway()
+            .args(["audit", "prove", "--file"])
+            .arg(&saved)
+            .output()
+            .expect("run");
+        assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
+    });
+}

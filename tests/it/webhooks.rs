@@ -11,6 +11,7 @@ use hmac::{KeyInit as _, Mac as _};
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use refunds_gateway::store::Database;
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -154,7 +155,7 @@ fn verify(received: &Received, secret: &str) -> bool {
 }
 
 /// Subscribes `url` to every event with the shared secret, through the command line.
-fn subscribe(database: &std::path::Path, url: &str) -> i64 {
+fn subscribe(database: impl AsRef<std::ffi::OsStr>, url: &str) -> i64 {
     let output = gateway()
         .args(["webhook", "add", "--db"])
         .arg(database)
@@ -178,7 +179,11 @@ fn subscribe(database: &std::path::Path, url: &str) -> i64 {
 }
 
 fn config(database: &std::path::Path) -> refunds_gateway::Config {
-    let mut config = crate::support::test_config(database);
+    config_on(Database::Sqlite(database.to_owned()))
+}
+
+fn config_on(database: Database) -> refunds_gateway::Config {
+    let mut config = crate::support::test_config_on(database);
     config.webhooks.allow_private = true;
     config.webhooks.policy.base_ms = 100;
     config.run_outbox = true;
@@ -214,10 +219,23 @@ async fn rest(
 
 #[tokio::test]
 async fn every_change_arrives_signed_and_in_order_per_refund() {
-    let receiver = Receiver::start(0).await;
     let database = TestDatabase::with_test_shop();
-    subscribe(&database.path, &receiver.url);
-    let server = TestServer::start_with(config(&database.path)).await;
+    signed_and_in_order(Database::Sqlite(database.path.clone())).await;
+}
+
+#[test]
+fn every_change_arrives_signed_and_in_order_per_refund_on_postgres() {
+    let Some(cluster) = crate::postgresql::cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    crate::postgresql::runtime().block_on(signed_and_in_order(Database::Postgres(url)));
+}
+
+async fn signed_and_in_order(database: Database) {
+    let receiver = Receiver::start(0).await;
+    subscribe(database.to_string(), &receiver.url);
+    let server = TestServer::start_with(config_on(database)).await;
 
     // Over SOAP: a manual refund, updated and confirmed (confirmed and completed at once).
     let soap = |operation: &str, params: String| {

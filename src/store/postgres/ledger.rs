@@ -158,10 +158,8 @@ pub const REFUND_AUDIT_CHAINED: &str = concat!(
 pub const REFUND_AUDIT_PENDING: &str = "SELECT at, actor, channel, operation, refund_id, \
      status_before, status_after, amount_before, amount_after, currency, request_id \
      FROM audit_log WHERE refund_id = $1 AND seq IS NULL ORDER BY id";
-pub const AUDIT_CHAIN_FROM: &str = concat!(
-    chained_select!(),
-    " WHERE seq >= $1 ORDER BY seq LIMIT $2"
-);
+pub const AUDIT_CHAIN_FROM: &str =
+    concat!(chained_select!(), " WHERE seq >= $1 ORDER BY seq LIMIT $2");
 pub const WANTS_EVENTS: &str = "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled)";
 pub const INSERT_EVENT: &str = "INSERT INTO webhook_events (event_id, type, created_at, \
      refund_id, source_type, source_id, payment_id, status, amount_minor, currency, date_add, \
@@ -841,11 +839,7 @@ impl Ledger for PgLedger<'_> {
         Ok((chained, pending))
     }
 
-    fn audit_chain_from(
-        &mut self,
-        from_seq: i64,
-        limit: u32,
-    ) -> anyhow::Result<Vec<ChainedEntry>> {
+    fn audit_chain_from(&mut self, from_seq: i64, limit: u32) -> anyhow::Result<Vec<ChainedEntry>> {
         self.query(AUDIT_CHAIN_FROM, &[&from_seq, &i64::from(limit)])?
             .iter()
             .map(chained_from_row)

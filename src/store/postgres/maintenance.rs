@@ -11,9 +11,9 @@ use super::connection::{config, connect, migrate};
 use super::ledger::{api_key_from_row, audit_entry_from_row, job_from_row, job_select};
 use crate::clock::Timestamp;
 use crate::refunds::audit::ChainedEntry;
+use crate::refunds::events::EventType;
 use crate::refunds::types::{ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
-use crate::refunds::events::EventType;
 use crate::store::{DeliveryInfo, ImportSummary, Maintenance, WebhookInfo};
 
 pub const UPSERT_PAYMENT_FORM: &str = "INSERT INTO payment_forms (id, name) VALUES ($1, $2) \
