@@ -102,6 +102,7 @@ pub fn tune_allocator() {
 
 struct App {
     service: RefundService,
+    panel: crate::admin::Panel,
     metrics: Metrics,
     operators: Arc<Operators>,
     config: Config,
@@ -166,6 +167,7 @@ pub async fn run_on(
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
+        panel: crate::admin::Panel::new(),
         metrics: Metrics::new(),
         operators,
         config,
@@ -198,7 +200,7 @@ pub async fn run_on(
         let app = app.clone();
         let service = hyper::service::service_fn(move |request| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(serve(app, request).await) }
+            async move { Ok::<_, std::convert::Infallible>(serve(app, request, peer).await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -270,7 +272,7 @@ async fn housekeeping(service: RefundService) {
     }
 }
 
-async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
+async fn serve(app: Arc<App>, request: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
     let id = app.next_request_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!(
         "request",
@@ -282,7 +284,7 @@ async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
     async move {
         let started = Instant::now();
         let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
-        let mut reply = match AssertUnwindSafe(route(&app, request, id))
+        let mut reply = match AssertUnwindSafe(route(&app, request, id, peer))
             .catch_unwind()
             .await
         {
@@ -337,6 +339,8 @@ enum Route {
     Health,
     Ready,
     Metrics,
+    /// The admin panel, under `/admin` (see `crate::admin`).
+    Admin,
     NotFound,
     /// A JSON route that does not exist (answered in JSON).
     JsonNotFound,
@@ -357,6 +361,9 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
             },
             _ => Route::MethodNotAllowed("POST"),
         };
+    }
+    if path == "/admin" || path.starts_with("/admin/") {
+        return Route::Admin;
     }
     if let Some(rest) = path.strip_prefix("/api/admin/") {
         return match rest_operation(rest) {
@@ -464,9 +471,22 @@ impl<'a> Gate<'a> {
     }
 }
 
-async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
+async fn route(
+    app: &App,
+    request: Request<Incoming>,
+    id: u64,
+    peer: std::net::SocketAddr,
+) -> Reply {
     let request_id = Some(id.to_string());
     match route_of(app, &request) {
+        Route::Admin => {
+            let incoming = crate::admin::PanelRequest {
+                request,
+                peer,
+                request_id: id,
+            };
+            app.panel.handle(&app.service, incoming).await
+        }
         Route::Wsdl { address } => plain(
             StatusCode::OK,
             "text/xml; charset=utf-8",

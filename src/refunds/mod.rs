@@ -10,6 +10,7 @@ mod credentials;
 pub mod error;
 pub mod ledger;
 pub mod outbox;
+pub mod panel;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -217,6 +218,8 @@ pub enum Credentials {
     Legacy(LegacyCredentials),
     /// An API key (`X-API-KEY` or `Authorization: Bearer`).
     ApiKey(String),
+    /// The id of an admin panel session, from its cookie.
+    PanelSession(String),
 }
 
 /// The scope each operation needs.
@@ -527,6 +530,8 @@ impl RefundService {
         let (login, scopes) = match credentials.ok_or(RefundError::Unauthenticated)? {
             Credentials::Legacy(legacy) => self.legacy_caller(legacy).await?,
             Credentials::ApiKey(key) => self.api_key_caller(&key).await?,
+            // Never remembered: a signed-out session must stop working at once.
+            Credentials::PanelSession(session_id) => self.panel_session_caller(&session_id).await?,
         };
         if !needs.granted(scopes) {
             return Err(RefundError::Forbidden(needs.name()));

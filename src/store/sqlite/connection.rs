@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_counts.sql"),
     include_str!("migrations/0006_triggers_without_in_lists.sql"),
     include_str!("migrations/0007_outbox_lease.sql"),
+    include_str!("migrations/0009_admin.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {

@@ -10,7 +10,7 @@ use super::connection::{migrate, open_writer};
 use super::ledger::{JOB_COLUMNS, JOB_FROM, job_from_row};
 use crate::clock::Timestamp;
 use crate::refunds::audit::{AuditEntry, ChainedEntry};
-use crate::refunds::types::{ApiKey, ApiUser, MovementId, RefundJob, Scopes};
+use crate::refunds::types::{AdminUser, ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
 use crate::store::{ImportSummary, Maintenance};
 
@@ -34,6 +34,10 @@ impl Maintenance for SqliteMaintenance {
 
     fn put_api_user(&mut self, user: &ApiUser, now: Timestamp) -> anyhow::Result<()> {
         put_api_user(&mut self.connection, user, now)
+    }
+
+    fn put_admin_user(&mut self, user: &AdminUser, now: Timestamp) -> anyhow::Result<()> {
+        put_admin_user(&mut self.connection, user, now)
     }
 
     fn create_api_key(
@@ -299,27 +303,53 @@ pub fn audit_entries(
              amount_before, amount_after, currency, request_id, prev_hash, hash
          FROM audit_log WHERE ?1 IS NULL OR refund_id = ?1 ORDER BY seq",
     )?;
-    let rows = statement.query_map([refund_id], |row| {
-        Ok(ChainedEntry {
-            seq: row.get(0)?,
-            entry: AuditEntry {
-                at: row.get(1)?,
-                actor: row.get(2)?,
-                channel: row.get(3)?,
-                operation: row.get(4)?,
-                refund_id: row.get(5)?,
-                status_before: row.get(6)?,
-                status_after: row.get(7)?,
-                amount_before: row.get(8)?,
-                amount_after: row.get(9)?,
-                currency: row.get(10)?,
-                request_id: row.get(11)?,
-            },
-            prev_hash: row.get(12)?,
-            hash: row.get(13)?,
-        })
-    })?;
+    let rows = statement.query_map([refund_id], chained_entry_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The columns `seq, at, actor, channel, operation, refund_id, status_before, status_after,
+/// amount_before, amount_after, currency, request_id, prev_hash, hash` of `audit_log`.
+pub(super) fn chained_entry_from_row(row: &Row<'_>) -> rusqlite::Result<ChainedEntry> {
+    Ok(ChainedEntry {
+        seq: row.get(0)?,
+        entry: AuditEntry {
+            at: row.get(1)?,
+            actor: row.get(2)?,
+            channel: row.get(3)?,
+            operation: row.get(4)?,
+            refund_id: row.get(5)?,
+            status_before: row.get(6)?,
+            status_after: row.get(7)?,
+            amount_before: row.get(8)?,
+            amount_after: row.get(9)?,
+            currency: row.get(10)?,
+            request_id: row.get(11)?,
+        },
+        prev_hash: row.get(12)?,
+        hash: row.get(13)?,
+    })
+}
+
+pub fn put_admin_user(
+    connection: &mut Connection,
+    user: &AdminUser,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction
+        .execute(
+            "INSERT INTO admin_users (login, password_hash, scopes, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (login) DO UPDATE SET password_hash = excluded.password_hash,
+                 scopes = excluded.scopes, updated_at = excluded.updated_at",
+            params![user.login, user.password_hash, user.scopes.to_list(), now],
+        )
+        .context("saving the panel user")?;
+    // A replaced password or scope list takes effect at once: the user's sessions end.
+    transaction
+        .execute("DELETE FROM admin_sessions WHERE login = ?1", [&user.login])
+        .context("ending the panel user's sessions")?;
+    transaction.commit()?;
+    Ok(())
 }
 
 pub fn backup(connection: &mut Connection, target: &Path) -> anyhow::Result<()> {
