@@ -379,6 +379,7 @@ struct PaymentRow {
     paid_at: String,
     form: i64,
     system: String,
+    transaction: String,
     paid: String,
     refunded: String,
     reserved: String,
@@ -453,6 +454,11 @@ pub fn source(
                     .payment
                     .payment_system
                     .map_or_else(|| "-".to_owned(), |system| system.to_string()),
+                transaction: row
+                    .payment
+                    .external_transaction_id
+                    .clone()
+                    .unwrap_or_else(|| "-".to_owned()),
                 paid: amount(&row.payment.amount),
                 refunded: minor_amount(row.refunded_minor, currency),
                 reserved: minor_amount(row.reserved_minor, currency),

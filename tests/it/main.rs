@@ -1,6 +1,7 @@
 //! The one integration-test binary. Every test starts the real server on a free port over a
 //! real SQLite file and talks to it over HTTP.
 
+mod admin;
 mod canonical;
 mod cli;
 mod concurrency;
