@@ -93,12 +93,21 @@ impl Panel {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
         let query = request.uri().query().unwrap_or("").to_owned();
+        // A POST from another site is refused before anything else is looked at (CSP reports
+        // come from our own pages).
+        if method == Method::POST
+            && path != "/admin/csp-report"
+            && let Some(refused) = cross_site(request)
+        {
+            return refused;
+        }
         match (&method, path.as_str()) {
             (&Method::GET, "/admin/static/panel.css") => {
                 let mut reply = text(StatusCode::OK, pages::STYLE_SHEET.to_owned());
-                reply
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+                reply.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/css; charset=utf-8"),
+                );
                 return reply;
             }
             (&Method::POST, "/admin/csp-report") => {
@@ -119,9 +128,6 @@ impl Panel {
                 return pages::login("", None, StatusCode::OK);
             }
             (&Method::POST, "/admin/login") => {
-                if let Some(refused) = cross_site(request) {
-                    return refused;
-                }
                 let address = incoming.peer.ip().to_string();
                 return sign_in(service, incoming.request, &address).await;
             }
@@ -137,9 +143,6 @@ impl Panel {
             Err(error) => return failed(&error),
         };
         if method == Method::POST {
-            if let Some(refused) = cross_site(request) {
-                return refused;
-            }
             let body = match read_form(incoming.request).await {
                 Ok(body) => body,
                 Err(reply) => return reply,
@@ -164,7 +167,10 @@ impl Panel {
             return not_found(&session);
         }
         if method != Method::GET && method != Method::HEAD {
-            let mut reply = text(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST\n".to_owned());
+            let mut reply = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use GET or POST\n".to_owned(),
+            );
             reply
                 .headers_mut()
                 .insert("allow", HeaderValue::from_static("GET, HEAD, POST"));
@@ -185,13 +191,8 @@ impl Panel {
             "/admin/search" => search(service, &session, &query).await,
             _ => {
                 if let Some((source_type, id)) = source_path(&path) {
-                    return source_page(
-                        service,
-                        &session,
-                        SourceRef { source_type, id },
-                        outcome,
-                    )
-                    .await;
+                    return source_page(service, &session, SourceRef { source_type, id }, outcome)
+                        .await;
                 }
                 if let Some(id) = path
                     .strip_prefix("/admin/refunds/")
@@ -216,7 +217,10 @@ fn secure(reply: &mut Reply) {
         "content-security-policy",
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -331,8 +335,7 @@ async fn sign_out(service: &RefundService, session_id: &str) -> Reply {
         return failed(&error);
     }
     let mut reply = redirect("/admin/login");
-    let cookie =
-        format!("{SESSION_COOKIE}=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let cookie = format!("{SESSION_COOKIE}=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         reply.headers_mut().insert(SET_COOKIE, value);
     }
@@ -603,15 +606,23 @@ async fn list(
         }),
     };
     let credentials = Some(Credentials::PanelSession(session_id.to_owned()));
-    let refunds =
-        match operations::call::<RetrieveRefundsListOp, _>(service, credentials, Ok(&params), context)
-            .await
-        {
-            Answer::Fresh(Ok(page)) => page,
-            Answer::Fresh(Err(RefundError::Unauthenticated)) => return redirect("/admin/login"),
-            Answer::Fresh(Err(error)) => return failed(&error),
-            Answer::Replayed(_) => return failed(&RefundError::Internal(anyhow::anyhow!("a read was replayed"))),
-        };
+    let refunds = match operations::call::<RetrieveRefundsListOp, _>(
+        service,
+        credentials,
+        Ok(&params),
+        context,
+    )
+    .await
+    {
+        Answer::Fresh(Ok(page)) => page,
+        Answer::Fresh(Err(RefundError::Unauthenticated)) => return redirect("/admin/login"),
+        Answer::Fresh(Err(error)) => return failed(&error),
+        Answer::Replayed(_) => {
+            return failed(&RefundError::Internal(anyhow::anyhow!(
+                "a read was replayed"
+            )));
+        }
+    };
     let chart = match service.refunds_per_day(30).await {
         Ok(chart) => chart,
         Err(error) => return failed(&error),
@@ -754,7 +765,9 @@ impl FormParams {
                     let index = match params.groups.iter().position(|(name, _)| name == group) {
                         Some(index) => index,
                         None => {
-                            params.groups.push((group.to_owned(), FormParams::default()));
+                            params
+                                .groups
+                                .push((group.to_owned(), FormParams::default()));
                             params.groups.len() - 1
                         }
                     };
@@ -829,8 +842,12 @@ mod tests {
 
     #[test]
     fn nested_fields_are_groups() {
-        let form = FormParams::parse(b"sourceType=return&refundDetails.paymentFormId=3&refundDetails.account=%3Cb%3E");
-        assert!(matches!(form.scalar("sourceType"), Ok(Some(Scalar::Text(text))) if text == "return"));
+        let form = FormParams::parse(
+            b"sourceType=return&refundDetails.paymentFormId=3&refundDetails.account=%3Cb%3E",
+        );
+        assert!(
+            matches!(form.scalar("sourceType"), Ok(Some(Scalar::Text(text))) if text == "return")
+        );
         let details = form.nested("refundDetails").unwrap().unwrap();
         assert!(matches!(details.scalar("account"), Ok(Some(Scalar::Text(text))) if text == "<b>"));
         assert!(form.scalar("refundDetails").is_err());

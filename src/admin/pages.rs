@@ -348,7 +348,10 @@ pub fn list(
         next_href: (u64::from(view.page) < page_count)
             .then(|| list_href(&view.source_type, view.page + 1)),
         chart: chart(days),
-        chart_statuses: CHART_STATUSES.iter().map(|status| status.as_str()).collect(),
+        chart_statuses: CHART_STATUSES
+            .iter()
+            .map(|status| status.as_str())
+            .collect(),
         chart_days: days
             .iter()
             .map(|day| (day.date.format("%Y-%m-%d").to_string(), day.counts.to_vec()))
@@ -518,7 +521,9 @@ struct RefundPage {
 pub fn refund(session: &PanelSession, history: &RefundHistory, timezone: Tz) -> Reply {
     let refund = &history.refund;
     let currency = refund.amount.currency;
-    let when = |at: Option<i64>| at.map_or_else(|| "-".to_owned(), |at| format_local_datetime(at, timezone));
+    let when = |at: Option<i64>| {
+        at.map_or_else(|| "-".to_owned(), |at| format_local_datetime(at, timezone))
+    };
     let mut facts = vec![
         ("Status", refund.status.as_str().to_owned()),
         ("Amount", amount(&refund.amount)),
@@ -598,10 +603,7 @@ pub fn refund(session: &PanelSession, history: &RefundHistory, timezone: Tz) -> 
                 ("Operator", job.operator.clone()),
                 ("State", job.state.as_str().to_owned()),
                 ("Attempts", job.attempts.to_string()),
-                (
-                    "Next attempt",
-                    when(Some(job.next_attempt_ms / 1000)),
-                ),
+                ("Next attempt", when(Some(job.next_attempt_ms / 1000))),
                 (
                     "Last error",
                     job.last_error.clone().unwrap_or_else(|| "-".to_owned()),

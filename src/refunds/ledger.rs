@@ -40,8 +40,9 @@ use std::sync::{Arc, Mutex};
 use super::StoredResponse;
 use super::audit::{AuditEntry, ChainLink, ChainedEntry};
 use super::types::{
-    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobStep, LedgerCounts, MovementId, NewRefund, Order, Payment, Refund,
-    RefundJob, RefundStatus, Settlement, Source, SourceFilter, SourceRef, Timestamp,
+    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobStep, LedgerCounts, MovementId,
+    NewRefund, Order, Payment, Refund, RefundJob, RefundStatus, Settlement, Source, SourceFilter,
+    SourceRef, Timestamp,
 };
 
 /// The ledger as the domain sees it inside one transaction.
@@ -170,8 +171,7 @@ pub trait Ledger {
     /// The hash of the chained entry at position `seq`.
     fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>>;
     /// Refunds added at or after `since`, counted per UTC hour and current status.
-    fn hourly_refund_counts(&mut self, since: Timestamp)
-    -> anyhow::Result<Vec<HourlyRefundCount>>;
+    fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>>;
 }
 
 /// How an adapter chains audit entries (contract point 4).

@@ -172,7 +172,10 @@ impl RefundService {
         let login_subject = format!("login:{login}");
         let address_subject = format!("address:{address}");
         let since = now - THROTTLE_WINDOW_SECONDS;
-        let (subjects, wanted) = ((login_subject.clone(), address_subject.clone()), login.to_owned());
+        let (subjects, wanted) = (
+            (login_subject.clone(), address_subject.clone()),
+            login.to_owned(),
+        );
         let (throttled, user) = self
             .store
             .read(move |ledger| {
@@ -185,9 +188,10 @@ impl RefundService {
         if throttled {
             return Err(SignInError::Throttled);
         }
-        let hash = user
-            .as_ref()
-            .map_or_else(|| dummy_hash().to_owned(), |user| user.password_hash.clone());
+        let hash = user.as_ref().map_or_else(
+            || dummy_hash().to_owned(),
+            |user| user.password_hash.clone(),
+        );
         let password = password.to_owned();
         // argon2 takes tens of milliseconds of CPU: off the async threads.
         let matches = tokio::task::spawn_blocking(move || password_matches(&hash, &password))
@@ -395,8 +399,7 @@ impl RefundService {
                 continue;
             };
             let column = CHART_STATUSES.iter().position(|s| *s == hour.status);
-            if let (Some(day), Some(column)) = (chart.iter_mut().find(|d| d.date == date), column)
-            {
+            if let (Some(day), Some(column)) = (chart.iter_mut().find(|d| d.date == date), column) {
                 day.counts[column] += hour.count;
             }
         }
@@ -437,9 +440,8 @@ fn payment_overview(payment: Payment, refunds: &[Refund]) -> PaymentOverview {
             .map(|refund| refund.amount.minor)
             .sum()
     };
-    let refunded_minor = drawn(&|status| {
-        matches!(status, RefundStatus::Processing | RefundStatus::Completed)
-    });
+    let refunded_minor =
+        drawn(&|status| matches!(status, RefundStatus::Processing | RefundStatus::Completed));
     let reserved_minor = drawn(&|status| status == RefundStatus::New);
     PaymentOverview {
         refundable_minor: payment.refundable_minor(),

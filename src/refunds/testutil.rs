@@ -12,9 +12,9 @@ use super::StoredResponse;
 use super::audit::{AuditEntry, ChainLink, ChainedEntry};
 use super::ledger::{AuditSealing, Ledger, LedgerFuture, LedgerStore, LedgerWork};
 use super::types::{
-    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobState, JobStep, LedgerCounts, MovementId, NewRefund, Order, Payment,
-    Refund, RefundJob, RefundMethod, RefundStatus, Settlement, Source, SourceFilter, SourceRef,
-    SourceType, Timestamp,
+    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobState, JobStep, LedgerCounts,
+    MovementId, NewRefund, Order, Payment, Refund, RefundJob, RefundMethod, RefundStatus,
+    Settlement, Source, SourceFilter, SourceRef, SourceType, Timestamp,
 };
 use crate::money::Money;
 
@@ -555,12 +555,8 @@ impl Ledger for MemoryLedger {
             .map(|chained| chained.hash.clone()))
     }
 
-    fn hourly_refund_counts(
-        &mut self,
-        since: Timestamp,
-    ) -> anyhow::Result<Vec<HourlyRefundCount>> {
-        let mut counts: BTreeMap<(Timestamp, &'static str), (RefundStatus, u64)> =
-            BTreeMap::new();
+    fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>> {
+        let mut counts: BTreeMap<(Timestamp, &'static str), (RefundStatus, u64)> = BTreeMap::new();
         for refund in self.refunds.values().filter(|r| r.created_at >= since) {
             let hour_start = refund.created_at / 3600 * 3600;
             counts

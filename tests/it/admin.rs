@@ -82,7 +82,15 @@ struct Panel {
 impl Panel {
     async fn sign_in(base: &str, login: &str, password: &str) -> Panel {
         let http = browser();
-        let page = post(&http, base, None, "/admin/login", &[("login", login), ("password", password)], &[]).await;
+        let page = post(
+            &http,
+            base,
+            None,
+            "/admin/login",
+            &[("login", login), ("password", password)],
+            &[],
+        )
+        .await;
         assert_eq!(page.status, 303, "{}", page.body);
         assert_eq!(page.location(), "/admin");
         let cookie = page
@@ -219,7 +227,10 @@ async fn add_manual_refund(panel: &Panel, amount: &str, account: &str) -> Page {
                 ("refundValue", amount),
                 ("refundDetails.paymentFormId", "5"),
                 ("refundDetails.account", account),
-                ("refundDetails.clientAccount", "\"quoted\" 'single' javascript:alert(2)"),
+                (
+                    "refundDetails.clientAccount",
+                    "\"quoted\" 'single' javascript:alert(2)",
+                ),
             ],
         )
         .await;
@@ -249,8 +260,14 @@ async fn panel_actions_are_the_registry_operations_with_the_panel_user_as_caller
 
     // The list is retrieveRefundsList; editing, then confirming, go through the registry.
     let list = panel.get("/admin").await;
-    assert!(list.body.contains("<caption>Refunds awaiting approval</caption>"));
-    assert!(list.body.contains(&format!(">Confirm refund {refund}</button>")));
+    assert!(
+        list.body
+            .contains("<caption>Refunds awaiting approval</caption>")
+    );
+    assert!(
+        list.body
+            .contains(&format!(">Confirm refund {refund}</button>"))
+    );
     let (_, shown) = panel
         .press(
             &format!("/admin?edit={refund}"),
@@ -258,30 +275,60 @@ async fn panel_actions_are_the_registry_operations_with_the_panel_user_as_caller
             &[("refundValue", "10.00")],
         )
         .await;
-    assert!(shown.body.contains(&format!("Amount of refund {refund} changed.")), "{}", shown.body);
+    assert!(
+        shown
+            .body
+            .contains(&format!("Amount of refund {refund} changed.")),
+        "{}",
+        shown.body
+    );
     let (_, shown) = panel
         .press("/admin", &format!("Confirm refund {refund}"), &[])
         .await;
-    assert!(shown.body.contains(&format!("Refund {refund} confirmed.")), "{}", shown.body);
-    assert!(!shown.body.contains(&format!(">Confirm refund {refund}</button>")));
+    assert!(
+        shown.body.contains(&format!("Refund {refund} confirmed.")),
+        "{}",
+        shown.body
+    );
+    assert!(
+        !shown
+            .body
+            .contains(&format!(">Confirm refund {refund}</button>"))
+    );
 
     let trail = rusqlite::Connection::open(&database.path)
         .expect("open")
-        .prepare("SELECT actor, channel, operation FROM audit_log WHERE refund_id = ?1 ORDER BY seq")
+        .prepare(
+            "SELECT actor, channel, operation FROM audit_log WHERE refund_id = ?1 ORDER BY seq",
+        )
         .expect("prepare")
         .query_map([refund], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
         })
         .expect("query")
         .collect::<Result<Vec<_>, _>>()
         .expect("rows");
-    let expected = ["addManualRefund", "updateRefund", "confirmRefund"]
-        .map(|operation| ("panel:clerk".to_owned(), "admin".to_owned(), operation.to_owned()));
+    let expected = ["addManualRefund", "updateRefund", "confirmRefund"].map(|operation| {
+        (
+            "panel:clerk".to_owned(),
+            "admin".to_owned(),
+            operation.to_owned(),
+        )
+    });
     assert_eq!(trail, expected);
 
     // The refund page shows the history with who and through which face, and the chain.
     let page = panel.get(&format!("/admin/refunds/{refund}")).await;
-    assert!(page.body.contains("<td>panel:clerk</td><td>admin</td><td>confirmRefund</td>"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("<td>panel:clerk</td><td>admin</td><td>confirmRefund</td>"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("verifies"));
     server.stop().await;
 }
@@ -301,13 +348,19 @@ async fn a_double_submitted_form_runs_its_operation_once() {
         ]
         .map(|(name, value)| (name.to_owned(), value.to_owned())),
     );
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let before = count(&database.path, "SELECT count(*) FROM refunds");
     let first = panel.post("/admin/actions/addManualRefund", &fields).await;
     let second = panel.post("/admin/actions/addManualRefund", &fields).await;
     assert_eq!((first.status, second.status), (303, 303));
     assert_eq!(first.location(), second.location());
-    assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), before + 1);
+    assert_eq!(
+        count(&database.path, "SELECT count(*) FROM refunds"),
+        before + 1
+    );
     server.stop().await;
 }
 
@@ -326,8 +379,12 @@ async fn business_errors_show_the_api_message_next_to_the_row() {
     let (_, shown) = panel
         .press("/admin", &format!("Confirm refund {refund}"), &[])
         .await;
-    let row_start = shown.body.find(&format!("<tr id=\"refund-{refund}\">")).expect("row");
-    let row = &shown.body[row_start..row_start + shown.body[row_start..].find("</tr>").expect("row end")];
+    let row_start = shown
+        .body
+        .find(&format!("<tr id=\"refund-{refund}\">"))
+        .expect("row");
+    let row =
+        &shown.body[row_start..row_start + shown.body[row_start..].find("</tr>").expect("row end")];
     assert!(
         row.contains(&format!(
             "role=\"alert\" id=\"problem-{refund}\">refund {refund} must be confirmed by someone other than who added it (faultCode 4021)"
@@ -344,28 +401,48 @@ async fn business_errors_show_the_api_message_next_to_the_row() {
         )
         .await;
     assert!(
-        shown.body.contains("amount greater than what can be refunded: at most"),
+        shown
+            .body
+            .contains("amount greater than what can be refunded: at most"),
         "{}",
         shown.body
     );
     assert!(shown.body.contains("(faultCode 4003)"));
     assert_eq!(
-        count(&database.path, &format!("SELECT amount_minor FROM refunds WHERE id = {refund}")),
+        count(
+            &database.path,
+            &format!("SELECT amount_minor FROM refunds WHERE id = {refund}")
+        ),
         2000
     );
 
     // Cancel asks first; the second step cancels.
     let asked = panel.get(&format!("/admin?cancel={refund}")).await;
-    assert!(asked.body.contains(&format!(">Yes, cancel refund {refund}</button>")));
+    assert!(
+        asked
+            .body
+            .contains(&format!(">Yes, cancel refund {refund}</button>"))
+    );
     assert_eq!(
-        count(&database.path, &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")),
+        count(
+            &database.path,
+            &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")
+        ),
         1,
         "asking changes nothing"
     );
     let (_, shown) = panel
-        .press(&format!("/admin?cancel={refund}"), &format!("Yes, cancel refund {refund}"), &[])
+        .press(
+            &format!("/admin?cancel={refund}"),
+            &format!("Yes, cancel refund {refund}"),
+            &[],
+        )
         .await;
-    assert!(shown.body.contains(&format!("Refund {refund} canceled.")), "{}", shown.body);
+    assert!(
+        shown.body.contains(&format!("Refund {refund} canceled.")),
+        "{}",
+        shown.body
+    );
     server.stop().await;
 }
 
@@ -388,9 +465,16 @@ async fn a_panel_user_without_the_scope_is_refused() {
         .press("/admin", &format!("Confirm refund {refund}"), &[])
         .await;
     assert_eq!(posted.status, 403);
-    assert!(posted.body.contains("needs scope &#39;confirm&#39;"), "{}", posted.body);
+    assert!(
+        posted.body.contains("needs scope &#39;confirm&#39;"),
+        "{}",
+        posted.body
+    );
     assert_eq!(
-        count(&database.path, &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")),
+        count(
+            &database.path,
+            &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")
+        ),
         1
     );
     server.stop().await;
@@ -418,7 +502,10 @@ async fn every_panel_answer_carries_the_security_headers() {
                 .to_owned()
         };
         let policy = header("content-security-policy");
-        assert!(policy.starts_with("default-src 'none'; style-src 'self';"), "{policy}");
+        assert!(
+            policy.starts_with("default-src 'none'; style-src 'self';"),
+            "{policy}"
+        );
         for directive in ["frame-ancestors 'none'", "form-action 'self'"] {
             assert!(policy.contains(directive), "{policy}");
         }
@@ -448,23 +535,61 @@ async fn forged_and_cross_site_posts_change_nothing() {
         .filter(|(name, _)| name != "csrf")
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let all: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let all: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let session = Some(panel.session.as_str());
     let other_origin = server.base.replace("127.0.0.1", "127.0.0.2");
     for (fields, headers, why) in [
-        (&without_csrf, vec![("sec-fetch-site", "same-origin")], "no CSRF token"),
-        (&all, vec![("sec-fetch-site", "cross-site")], "a cross-site form"),
-        (&all, vec![("sec-fetch-site", "same-site")], "a same-site form"),
-        (&all, vec![("origin", other_origin.as_str())], "another origin"),
+        (
+            &without_csrf,
+            vec![("sec-fetch-site", "same-origin")],
+            "no CSRF token",
+        ),
+        (
+            &all,
+            vec![("sec-fetch-site", "cross-site")],
+            "a cross-site form",
+        ),
+        (
+            &all,
+            vec![("sec-fetch-site", "same-site")],
+            "a same-site form",
+        ),
+        (
+            &all,
+            vec![("origin", other_origin.as_str())],
+            "another origin",
+        ),
     ] {
-        let page = post(&panel.http, &server.base, session, "/admin/actions/confirmRefund", fields, &headers).await;
+        let page = post(
+            &panel.http,
+            &server.base,
+            session,
+            "/admin/actions/confirmRefund",
+            fields,
+            &headers,
+        )
+        .await;
         assert_eq!(page.status, 403, "{why}: {}", page.body);
     }
     assert_eq!(
-        count(&database.path, &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")),
+        count(
+            &database.path,
+            &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")
+        ),
         1
     );
-    let login = post(&panel.http, &server.base, None, "/admin/login", &[("login", "clerk"), ("password", "clerk-pw")], &[("sec-fetch-site", "cross-site")]).await;
+    let login = post(
+        &panel.http,
+        &server.base,
+        None,
+        "/admin/login",
+        &[("login", "clerk"), ("password", "clerk-pw")],
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await;
     assert_eq!(login.status, 403, "a sign-in form on another site");
     server.stop().await;
 }
@@ -483,15 +608,24 @@ async fn a_signed_out_session_no_longer_works() {
     let signed_out = panel.post("/admin/logout", &[("csrf", &csrf)]).await;
     assert_eq!(signed_out.status, 303);
     assert_eq!(signed_out.location(), "/admin/login");
-    assert_eq!(count(&database.path, "SELECT count(*) FROM admin_sessions"), 0);
+    assert_eq!(
+        count(&database.path, "SELECT count(*) FROM admin_sessions"),
+        0
+    );
 
     let again = panel.get("/admin").await;
     assert_eq!((again.status, again.location()), (303, "/admin/login"));
-    let fields: Vec<(&str, &str)> = confirm.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let fields: Vec<(&str, &str)> = confirm
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let posted = panel.post("/admin/actions/confirmRefund", &fields).await;
     assert_eq!((posted.status, posted.location()), (303, "/admin/login"));
     assert_eq!(
-        count(&database.path, &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")),
+        count(
+            &database.path,
+            &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")
+        ),
         1
     );
     server.stop().await;
@@ -504,12 +638,31 @@ async fn failed_sign_ins_are_throttled_per_login() {
     let server = TestServer::start(&database.path).await;
     let http = browser();
     for _ in 0..5 {
-        let page = post(&http, &server.base, None, "/admin/login", &[("login", "clerk"), ("password", "guess")], &[]).await;
+        let page = post(
+            &http,
+            &server.base,
+            None,
+            "/admin/login",
+            &[("login", "clerk"), ("password", "guess")],
+            &[],
+        )
+        .await;
         assert_eq!(page.status, 401);
-        assert!(page.body.contains("role=\"alert\">The login or the password is wrong."));
+        assert!(
+            page.body
+                .contains("role=\"alert\">The login or the password is wrong.")
+        );
     }
     // Even the right password is not checked now.
-    let page = post(&http, &server.base, None, "/admin/login", &[("login", "clerk"), ("password", "clerk-pw")], &[]).await;
+    let page = post(
+        &http,
+        &server.base,
+        None,
+        "/admin/login",
+        &[("login", "clerk"), ("password", "clerk-pw")],
+        &[],
+    )
+    .await;
     assert_eq!(page.status, 429, "{}", page.body);
     assert!(page.headers.get("set-cookie").is_none());
     server.stop().await;
@@ -519,7 +672,10 @@ async fn failed_sign_ins_are_throttled_per_login() {
 async fn ledger_values_are_escaped_in_every_page() {
     let shop = std::fs::read_to_string(crate::support::fixtures_dir().join("test-shop.json"))
         .expect("test shop")
-        .replace("\"PAYU-11\"", "\"<script>alert('tx')</script>\\\" javascript:alert(1)\"");
+        .replace(
+            "\"PAYU-11\"",
+            "\"<script>alert('tx')</script>\\\" javascript:alert(1)\"",
+        );
     let database = TestDatabase::with_shop(&shop);
     add_panel_user(&database.path, "<b>clerk</b>", "clerk-pw", Scopes::ALL);
     let server = TestServer::start(&database.path).await;
@@ -539,9 +695,23 @@ async fn ledger_values_are_escaped_in_every_page() {
         assert!(!page.body.contains("href=\"javascript:"), "{path}");
     }
     let order = panel.get("/admin/orders/2001").await;
-    assert!(order.body.contains("&#60;script&#62;alert(&#39;tx&#39;)&#60;/script&#62;&#34; javascript:alert(1)"), "{}", order.body);
+    assert!(
+        order.body.contains(
+            "&#60;script&#62;alert(&#39;tx&#39;)&#60;/script&#62;&#34; javascript:alert(1)"
+        ),
+        "{}",
+        order.body
+    );
     let page = panel.get(&format!("/admin/refunds/{refund}")).await;
-    assert!(page.body.contains("&#60;script&#62;alert(&#39;account&#39;)&#60;/script&#62;"));
-    assert!(page.body.contains("&#34;quoted&#34; &#39;single&#39; javascript:alert(2)"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("&#60;script&#62;alert(&#39;account&#39;)&#60;/script&#62;")
+    );
+    assert!(
+        page.body
+            .contains("&#34;quoted&#34; &#39;single&#39; javascript:alert(2)"),
+        "{}",
+        page.body
+    );
     server.stop().await;
 }

@@ -2,6 +2,7 @@
 //! real SQLite file and talks to it over HTTP.
 
 mod admin;
+mod admin_browser;
 mod canonical;
 mod cli;
 mod concurrency;

@@ -10,9 +10,9 @@ use crate::refunds::StoredResponse;
 use crate::refunds::audit::{AuditEntry, ChainLink, ChainedEntry};
 use crate::refunds::ledger::Ledger;
 use crate::refunds::types::{
-    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobState, JobStep, LedgerCounts, ManualDetails, MovementId, NewRefund, Order,
-    Payment, Refund, RefundJob, RefundMethod, RefundStatus, Scopes, Settlement, Source,
-    SourceFilter, SourceRef, SourceType, Timestamp,
+    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobState, JobStep, LedgerCounts,
+    ManualDetails, MovementId, NewRefund, Order, Payment, Refund, RefundJob, RefundMethod,
+    RefundStatus, Scopes, Settlement, Source, SourceFilter, SourceRef, SourceType, Timestamp,
 };
 
 pub struct SqliteLedger<'c> {
@@ -592,7 +592,9 @@ impl Ledger for SqliteLedger<'_> {
     fn admin_user(&mut self, login: &str) -> anyhow::Result<Option<AdminUser>> {
         let row = self
             .connection
-            .prepare_cached("SELECT login, password_hash, scopes FROM admin_users WHERE login = ?1")?
+            .prepare_cached(
+                "SELECT login, password_hash, scopes FROM admin_users WHERE login = ?1",
+            )?
             .query_row([login], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
@@ -716,10 +718,7 @@ impl Ledger for SqliteLedger<'_> {
             .optional()?)
     }
 
-    fn hourly_refund_counts(
-        &mut self,
-        since: Timestamp,
-    ) -> anyhow::Result<Vec<HourlyRefundCount>> {
+    fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>> {
         let mut statement = self.connection.prepare_cached(
             "SELECT created_at / 3600 * 3600 AS hour, status, count(*) FROM refunds
              WHERE created_at >= ?1 GROUP BY hour, status ORDER BY hour",
