@@ -257,7 +257,7 @@ async fn seal_audit(service: RefundService) {
     }
 }
 
-/// Forgets expired idempotency keys every ten minutes.
+/// Forgets expired idempotency keys, panel sessions and old failed sign-ins every ten minutes.
 async fn housekeeping(service: RefundService) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
     loop {
@@ -267,6 +267,16 @@ async fn housekeeping(service: RefundService) {
             Ok(purged) => tracing::info!(purged, "expired idempotency keys forgotten"),
             Err(error) => {
                 tracing::warn!(error = error.log_text(), "purging idempotency keys failed")
+            }
+        }
+        match service.purge_panel_records().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(
+                purged,
+                "expired panel sessions and sign-in failures forgotten"
+            ),
+            Err(error) => {
+                tracing::warn!(error = error.log_text(), "purging panel sessions failed")
             }
         }
     }

@@ -164,6 +164,14 @@ pub trait Ledger {
     fn sign_in_failures(&mut self, subject: &str, since: Timestamp) -> anyhow::Result<u32>;
     fn record_sign_in_failure(&mut self, subject: &str, at: Timestamp) -> anyhow::Result<()>;
     fn clear_sign_in_failures(&mut self, subject: &str) -> anyhow::Result<()>;
+    /// Forgets sessions last used before `idle_before` or opened before `opened_before`, and
+    /// failed sign-ins before `failures_before`; returns how many rows went.
+    fn purge_panel_records(
+        &mut self,
+        idle_before: Timestamp,
+        opened_before: Timestamp,
+        failures_before: Timestamp,
+    ) -> anyhow::Result<u64>;
     /// Every refund of an order (for the order itself, its returns and its claims), oldest first.
     fn order_refunds(&mut self, order_id: i64) -> anyhow::Result<Vec<Refund>>;
     /// A refund's chained audit entries in chain order.

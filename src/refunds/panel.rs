@@ -297,6 +297,21 @@ impl RefundService {
             .await
     }
 
+    /// Forgets expired sessions and failed sign-ins older than the throttling window; returns
+    /// how many rows went.
+    pub async fn purge_panel_records(&self) -> Result<u64, RefundError> {
+        let now = self.clock.now();
+        self.store
+            .write(move |ledger| {
+                Ok(ledger.purge_panel_records(
+                    now - SESSION_IDLE_SECONDS,
+                    now - SESSION_ABSOLUTE_SECONDS,
+                    now - THROTTLE_WINDOW_SECONDS,
+                )?)
+            })
+            .await
+    }
+
     /// The answer a panel action stored under its form token (its idempotency key).
     pub async fn panel_answer(
         &self,
@@ -482,4 +497,156 @@ pub fn admin_user(login: &str, password: &str, scopes: Scopes) -> anyhow::Result
         password_hash: hash_password(password)?,
         scopes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::refunds::Policy;
+    use crate::refunds::ledger::{AuditSealing, LedgerStore};
+    use crate::refunds::outbox::OperatorRouting;
+    use crate::refunds::testutil::{MemoryLedger, MemoryStore};
+
+    const T0: i64 = 1_700_000_000;
+
+    fn store_with_user() -> Arc<MemoryStore> {
+        let mut ledger = MemoryLedger::default();
+        ledger.admin_users.insert(
+            "clerk".to_owned(),
+            admin_user("clerk", "clerk-pw", Scopes::ALL).expect("user"),
+        );
+        Arc::new(MemoryStore::new(ledger, AuditSealing::InTransaction))
+    }
+
+    /// The service over `store` with its clock at `at`.
+    fn at(store: &Arc<MemoryStore>, at: i64) -> RefundService {
+        let store: Arc<dyn LedgerStore> = store.clone();
+        RefundService::new(
+            store,
+            Clock::Fixed(at),
+            chrono_tz::Europe::Warsaw,
+            Policy::new(OperatorRouting::single("sandbox")),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_session_ends_after_30_idle_minutes() {
+        let store = store_with_user();
+        let signed_in = at(&store, T0)
+            .sign_in("clerk", "clerk-pw", "127.0.0.1")
+            .await
+            .expect("signed in");
+        assert_eq!(signed_in.session_id.len(), 32);
+        assert!(
+            !store
+                .snapshot()
+                .sessions
+                .contains_key(&signed_in.session_id),
+            "only the id's hash is stored"
+        );
+        // Used at 29 minutes: still valid, and the idle clock starts again.
+        let session = at(&store, T0 + 29 * 60)
+            .panel_session(&signed_in.session_id, None)
+            .await
+            .expect("valid at 29 minutes");
+        assert_eq!(session.caller.login, "panel:clerk");
+        assert_eq!(session.caller.channel, Channel::Admin);
+        assert!(
+            at(&store, T0 + 58 * 60)
+                .panel_session(&signed_in.session_id, None)
+                .await
+                .is_ok()
+        );
+        // 31 minutes after its last use: gone, and ended on the server.
+        let late = at(&store, T0 + 58 * 60 + 31 * 60)
+            .panel_session(&signed_in.session_id, None)
+            .await;
+        assert!(matches!(late, Err(RefundError::Unauthenticated)));
+        assert!(store.snapshot().sessions.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_busy_session_still_ends_8_hours_after_sign_in() {
+        let store = store_with_user();
+        let signed_in = at(&store, T0)
+            .sign_in("clerk", "clerk-pw", "127.0.0.1")
+            .await
+            .expect("signed in");
+        let mut now = T0;
+        while now + 20 * 60 <= T0 + 8 * 3600 {
+            now += 20 * 60;
+            assert!(
+                at(&store, now)
+                    .panel_session(&signed_in.session_id, None)
+                    .await
+                    .is_ok()
+            );
+        }
+        let after = at(&store, T0 + 8 * 3600 + 60)
+            .panel_session(&signed_in.session_id, None)
+            .await;
+        assert!(matches!(after, Err(RefundError::Unauthenticated)));
+    }
+
+    #[tokio::test]
+    async fn sign_ins_are_throttled_per_address_across_logins() {
+        let store = store_with_user();
+        let service = at(&store, T0);
+        for attempt in 0..MAX_FAILURES_PER_ADDRESS {
+            let login = format!("guess-{attempt}");
+            assert!(matches!(
+                service.sign_in(&login, "x", "10.0.0.9").await,
+                Err(SignInError::WrongCredentials)
+            ));
+        }
+        assert!(matches!(
+            service.sign_in("clerk", "clerk-pw", "10.0.0.9").await,
+            Err(SignInError::Throttled)
+        ));
+        // Another address is not held up, and the window passes.
+        assert!(
+            service
+                .sign_in("clerk", "clerk-pw", "10.0.0.10")
+                .await
+                .is_ok()
+        );
+        let later = at(&store, T0 + THROTTLE_WINDOW_SECONDS + 1);
+        assert!(later.sign_in("clerk", "clerk-pw", "10.0.0.9").await.is_ok());
+        // Housekeeping forgets the old failures.
+        assert!(
+            later.purge_panel_records().await.expect("purged")
+                >= u64::from(MAX_FAILURES_PER_ADDRESS)
+        );
+        assert!(store.snapshot().sign_in_failures.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_and_an_unknown_login_look_alike() {
+        let store = store_with_user();
+        let service = at(&store, T0);
+        assert!(matches!(
+            service.sign_in("clerk", "wrong", "127.0.0.1").await,
+            Err(SignInError::WrongCredentials)
+        ));
+        assert!(matches!(
+            service.sign_in("nobody", "clerk-pw", "127.0.0.1").await,
+            Err(SignInError::WrongCredentials)
+        ));
+        assert!(store.snapshot().sessions.is_empty());
+    }
+
+    #[test]
+    fn passwords_are_argon2id_hashes() {
+        let user = admin_user("clerk", "clerk-pw", Scopes::ALL).expect("user");
+        assert!(
+            user.password_hash.starts_with("$argon2id$"),
+            "{}",
+            user.password_hash
+        );
+        assert!(password_matches(&user.password_hash, "clerk-pw"));
+        assert!(!password_matches(&user.password_hash, "clerk-pw "));
+    }
 }

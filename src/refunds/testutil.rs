@@ -529,6 +529,21 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    fn purge_panel_records(
+        &mut self,
+        idle_before: Timestamp,
+        opened_before: Timestamp,
+        failures_before: Timestamp,
+    ) -> anyhow::Result<u64> {
+        let before = self.sessions.len() + self.sign_in_failures.len();
+        self.sessions.retain(|_, session| {
+            session.last_seen_at >= idle_before && session.created_at >= opened_before
+        });
+        self.sign_in_failures
+            .retain(|(_, at)| *at >= failures_before);
+        Ok((before - self.sessions.len() - self.sign_in_failures.len()) as u64)
+    }
+
     fn order_refunds(&mut self, order_id: i64) -> anyhow::Result<Vec<Refund>> {
         Ok(self
             .refunds

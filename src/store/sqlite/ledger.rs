@@ -688,6 +688,25 @@ impl Ledger for SqliteLedger<'_> {
         Ok(())
     }
 
+    fn purge_panel_records(
+        &mut self,
+        idle_before: Timestamp,
+        opened_before: Timestamp,
+        failures_before: Timestamp,
+    ) -> anyhow::Result<u64> {
+        let sessions = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM admin_sessions WHERE last_seen_at < ?1 OR created_at < ?2",
+            )?
+            .execute(params![idle_before, opened_before])?;
+        let failures = self
+            .connection
+            .prepare_cached("DELETE FROM admin_sign_in_failures WHERE at < ?1")?
+            .execute([failures_before])?;
+        Ok((sessions + failures) as u64)
+    }
+
     fn order_refunds(&mut self, order_id: i64) -> anyhow::Result<Vec<Refund>> {
         let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE order_id = ?1 ORDER BY id");
         Ok(self
