@@ -396,9 +396,10 @@ impl RefundService {
             .map_or(now - i64::from(days) * 86_400, |at| at.timestamp());
         // Hours are counted in SQL, days here: the shop's midnight is not a UTC hour everywhere,
         // but SQL does not know the shop's time zone (half-hour zones land in the later day).
+        // It walks every refund added since: a long read, off the async threads.
         let hourly = self
             .store
-            .read(move |ledger| Ok::<_, RefundError>(ledger.hourly_refund_counts(since)?))
+            .scan(move |ledger| Ok::<_, RefundError>(ledger.hourly_refund_counts(since)?))
             .await?;
         let mut chart: Vec<DayCounts> = (0..days)
             .filter_map(|offset| first.checked_add_days(Days::new(u64::from(offset))))
