@@ -715,3 +715,59 @@ async fn ledger_values_are_escaped_in_every_page() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn automatic_refunds_are_added_from_an_order_and_a_return() {
+    let database = TestDatabase::with_test_shop();
+    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start(&database.path).await;
+    let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
+
+    // Order 2001: payment 11 (200.00 PLN, refundable by its operator).
+    let (posted, shown) = panel
+        .press(
+            "/admin/orders/2001",
+            "Add automatic refund",
+            &[("paymentId", "11"), ("refundValue", "30.00")],
+        )
+        .await;
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    let refund = newest_refund(&database.path);
+    assert!(
+        shown.body.contains(&format!("Refund {refund} added.")),
+        "{}",
+        shown.body
+    );
+    // The payment's row: paid 200.00, refunded 0.00, reserved 30.00, refundable 170.00.
+    assert!(
+        shown.body.contains("<td class=\"number\">200.00 PLN</td><td class=\"number\">0.00 PLN</td><td class=\"number\">30.00 PLN</td><td class=\"number\">170.00 PLN</td>"),
+        "{}",
+        shown.body
+    );
+
+    // Return 601 (40.00 PLN of order 2002): addAutomaticRefund refunds what it can still refund.
+    let (posted, shown) = panel
+        .press("/admin/returns/601", "Add automatic refund", &[])
+        .await;
+    assert!(posted.location().starts_with("/admin/returns/601?result="));
+    let refund = newest_refund(&database.path);
+    assert!(
+        shown
+            .body
+            .contains(&format!("role=\"status\">Refund {refund} added.")),
+        "{}",
+        shown.body
+    );
+    assert_eq!(
+        count(
+            &database.path,
+            &format!(
+                "SELECT count(*) FROM refunds WHERE id = {refund} AND source_type = 'return'
+                 AND source_id = 601 AND method = 'automatic' AND amount_minor = 4000
+                 AND created_by = 'panel:clerk'"
+            ),
+        ),
+        1
+    );
+    server.stop().await;
+}
