@@ -1,4 +1,4 @@
-//! The command line: `serve`, `import`, `user add`.
+//! The command line: `serve`, `import`, `user add`, `admin add`, `key`, `audit`, `backup`, `outbox`.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use crate::operators::OperatorsConfig;
 use crate::proof_format;
 use crate::refunds::RefundError;
 use crate::refunds::ledger::Ledger;
+use crate::refunds::panel::admin_user;
 use crate::refunds::proof;
 use crate::refunds::types::{ApiUser, Scopes};
 use crate::refunds::{api_key_digest, new_api_key, password_sha1_hex};
@@ -62,6 +63,11 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage users of the admin panel (`/admin`).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// List outbox jobs that have not finished: confirmed automatic refunds on their way to the
     /// payment operator, with their attempts and last error.
@@ -261,6 +267,22 @@ enum UserCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Add an admin panel user, or replace its password and scopes (ending its sessions). The
+    /// password is kept as an argon2id hash.
+    Add {
+        #[command(flatten)]
+        database: DatabaseArg,
+        login: String,
+        #[arg(long)]
+        password: String,
+        /// Comma-separated: read, write, confirm.
+        #[arg(long, default_value = "read,write,confirm")]
+        scope: String,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
@@ -276,6 +298,15 @@ pub fn main() -> ExitCode {
                     scope,
                 },
         } => add_user(&database.db, &login, &password, &scope),
+        Command::Admin {
+            command:
+                AdminCommand::Add {
+                    database,
+                    login,
+                    password,
+                    scope,
+                },
+        } => add_admin_user(&database.db, &login, &password, &scope),
         Command::Key { command } => key(command),
         Command::Webhook { command } => webhook::run(command),
         Command::Audit { command } => audit(command),
@@ -331,10 +362,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let base = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
         tracing::info!(%address, database = %args.database.db, %timezone, "refunds gateway listening");
         tracing::info!("WSDL: {base}/soap/refunds?wsdl — SOAP endpoint: POST {base}/soap/refunds");
+        tracing::info!("admin panel: {base}/admin");
         if args.demo {
             tracing::info!(
                 "demo data loaded: legacy user 'demo', password 'demo'; README.md, 'A first call', shows a curl call"
             );
+            tracing::info!("admin panel: sign in at {base}/admin as 'demo', password 'demo'");
         }
         let mut config = Config::new(args.database.db.clone());
         config.require_second_approver = args.require_second_approver;
@@ -385,6 +418,11 @@ async fn shutdown_signal() {
 
 fn load_demo(database: &Database, timezone: Tz) -> anyhow::Result<()> {
     let mut maintenance = store::maintenance(database)?;
+    // The panel user is (re)made at every demo start, also in a database made before the panel.
+    maintenance.put_admin_user(
+        &admin_user("demo", "demo", Scopes::ALL)?,
+        Clock::System.now(),
+    )?;
     if !maintenance.is_empty()? {
         tracing::info!("the database already holds a shop; demo data not loaded");
         return Ok(());
@@ -440,6 +478,19 @@ fn add_user(database: &Database, login: &str, password: &str, scope: &str) -> an
     };
     store::maintenance(database)?.put_api_user(&user, Clock::System.now())?;
     println!("user {login} saved with scopes {}", scopes.to_list());
+    Ok(())
+}
+
+fn add_admin_user(
+    database: &Database,
+    login: &str,
+    password: &str,
+    scope: &str,
+) -> anyhow::Result<()> {
+    let scopes = parse_scopes(scope)?;
+    let user = admin_user(login, password, scopes)?;
+    store::maintenance(database)?.put_admin_user(&user, Clock::System.now())?;
+    println!("panel user {login} saved with scopes {}", scopes.to_list());
     Ok(())
 }
 

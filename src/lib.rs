@@ -1,11 +1,13 @@
 //! A refunds gateway compatible with the IdoSell Admin API "Refunds" gate.
 //!
 //! Layout: [`server`] accepts HTTP and routes requests to a face; [`soap`] parses envelopes and
-//! writes responses; [`operations`] is the registry of the nine operations and binds their
+//! writes responses; [`admin`] is the admin panel (HTML forms over the same operations);
+//! [`operations`] is the registry of the nine operations and binds their
 //! parameters; [`refunds`] is the domain (rules, fault codes) and knows no XML, JSON, HTTP or
 //! SQL; [`store`] holds every SQL statement; [`money`] makes amounts exact; [`shop`] reads shop
 //! documents; [`cli`] is the command line behind the thin `main`.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod fatal_signal;

@@ -140,6 +140,7 @@ pub fn tune_allocator() {
 
 struct App {
     service: RefundService,
+    panel: crate::admin::Panel,
     metrics: Arc<Metrics>,
     operators: Arc<Operators>,
     config: Config,
@@ -270,6 +271,7 @@ pub async fn run_on(
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let app = Arc::new(App {
         service,
+        panel: crate::admin::Panel::new(),
         metrics,
         operators,
         body_budget: Arc::new(Semaphore::new(config.body_budget_bytes)),
@@ -335,7 +337,7 @@ pub async fn run_on(
             let app = app.clone();
             // The service counts failed authentications per client address and reports the
             // first success on the connection (see `refunds::throttle`).
-            let served = CLIENT_CONNECTION.scope(on_connection.clone(), serve(app, request));
+            let served = CLIENT_CONNECTION.scope(on_connection.clone(), serve(app, request, peer));
             async move { Ok::<_, std::convert::Infallible>(served.await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -427,7 +429,7 @@ async fn seal_audit(service: RefundService) {
     }
 }
 
-/// Forgets expired idempotency keys every ten minutes.
+/// Forgets expired idempotency keys, panel sessions and old failed sign-ins every ten minutes.
 async fn housekeeping(service: RefundService) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
     loop {
@@ -439,10 +441,20 @@ async fn housekeeping(service: RefundService) {
                 tracing::warn!(error = error.log_text(), "purging idempotency keys failed")
             }
         }
+        match service.purge_panel_records().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(
+                purged,
+                "expired panel sessions and sign-in failures forgotten"
+            ),
+            Err(error) => {
+                tracing::warn!(error = error.log_text(), "purging panel sessions failed")
+            }
+        }
     }
 }
 
-async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
+async fn serve(app: Arc<App>, request: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
     let id = app.next_request_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!(
         "request",
@@ -454,7 +466,7 @@ async fn serve(app: Arc<App>, request: Request<Incoming>) -> Reply {
     async move {
         let started = Instant::now();
         let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
-        let mut reply = match AssertUnwindSafe(route(&app, request, id))
+        let mut reply = match AssertUnwindSafe(route(&app, request, id, peer))
             .catch_unwind()
             .await
         {
@@ -511,6 +523,8 @@ enum Route {
     Health,
     Ready,
     Metrics,
+    /// The admin panel, under `/admin` (see `crate::admin`).
+    Admin,
     NotFound,
     /// A JSON route that does not exist (answered in JSON).
     JsonNotFound,
@@ -531,6 +545,9 @@ fn route_of(app: &App, request: &Request<Incoming>) -> Route {
             },
             _ => Route::MethodNotAllowed("POST"),
         };
+    }
+    if path == "/admin" || path.starts_with("/admin/") {
+        return Route::Admin;
     }
     if let Some(rest) = path.strip_prefix("/api/doc/admin/") {
         let version = rest.strip_suffix("/json").and_then(rest::version);
@@ -639,9 +656,22 @@ impl<'a> Gate<'a> {
     }
 }
 
-async fn route(app: &App, request: Request<Incoming>, id: u64) -> Reply {
+async fn route(
+    app: &App,
+    request: Request<Incoming>,
+    id: u64,
+    peer: std::net::SocketAddr,
+) -> Reply {
     let request_id = Some(id.to_string());
     match route_of(app, &request) {
+        Route::Admin => {
+            let incoming = crate::admin::PanelRequest {
+                request,
+                peer,
+                request_id: id,
+            };
+            app.panel.handle(&app.service, incoming).await
+        }
         Route::Wsdl { address } => plain(
             StatusCode::OK,
             "text/xml; charset=utf-8",

@@ -22,6 +22,8 @@ pub enum Channel {
     Worker,
     /// A payment operator's callback.
     Operator,
+    /// The admin panel.
+    Admin,
 }
 
 impl Channel {
@@ -33,6 +35,7 @@ impl Channel {
             Channel::Cli => "cli",
             Channel::Worker => "worker",
             Channel::Operator => "operator",
+            Channel::Admin => "admin",
         }
     }
 }

@@ -41,8 +41,9 @@ use super::StoredResponse;
 use super::audit::{AuditEntry, ChainLink, ChainedEntry};
 use super::events::{Delivery, DeliveryStep, RefundEvent};
 use super::types::{
-    ApiKey, ApiUser, JobStep, LedgerCounts, MovementId, NewRefund, Order, Payment, Refund,
-    RefundJob, RefundStatus, Settlement, Source, SourceFilter, SourceRef, Timestamp,
+    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobStep, LedgerCounts, MovementId,
+    NewRefund, Order, Payment, Refund, RefundJob, RefundStatus, Settlement, Source, SourceFilter,
+    SourceRef, Timestamp,
 };
 
 /// The ledger as the domain sees it inside one transaction.
@@ -187,6 +188,35 @@ pub trait Ledger {
     /// Settles a `Processing` refund: `Completed` with the operator's id, or `Failed`
     /// (releasing its amount).
     fn settle(&mut self, refund_id: MovementId, settlement: &Settlement) -> anyhow::Result<()>;
+
+    // The admin panel: its users and sessions live in the ledger so that every instance on one
+    // database shares them, and its pages read what the API does not show.
+
+    fn admin_user(&mut self, login: &str) -> anyhow::Result<Option<AdminUser>>;
+    fn create_session(&mut self, session: &AdminSession) -> anyhow::Result<()>;
+    /// The session whose id hashes to `id_sha256`, expired or not (the caller judges).
+    fn session(&mut self, id_sha256: &str) -> anyhow::Result<Option<AdminSession>>;
+    fn touch_session(&mut self, id_sha256: &str, now: Timestamp) -> anyhow::Result<()>;
+    /// Ends a session (sign-out, or found expired); ending an unknown one is not an error.
+    fn end_session(&mut self, id_sha256: &str) -> anyhow::Result<()>;
+    /// Failed sign-ins of `subject` (`login:{login}` or `address:{ip}`) at or after `since`.
+    fn sign_in_failures(&mut self, subject: &str, since: Timestamp) -> anyhow::Result<u32>;
+    fn record_sign_in_failure(&mut self, subject: &str, at: Timestamp) -> anyhow::Result<()>;
+    fn clear_sign_in_failures(&mut self, subject: &str) -> anyhow::Result<()>;
+    /// Forgets sessions last used before `idle_before` or opened before `opened_before`, and
+    /// failed sign-ins before `failures_before`; returns how many rows went.
+    fn purge_panel_records(
+        &mut self,
+        idle_before: Timestamp,
+        opened_before: Timestamp,
+        failures_before: Timestamp,
+    ) -> anyhow::Result<u64>;
+    /// Every refund of an order (for the order itself, its returns and its claims), oldest first.
+    fn order_refunds(&mut self, order_id: i64) -> anyhow::Result<Vec<Refund>>;
+    /// The hash of the chained entry at position `seq`.
+    fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>>;
+    /// Refunds added at or after `since`, counted per UTC hour and current status.
+    fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>>;
 }
 
 /// How an adapter chains audit entries (contract point 4).

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod ledger;
 pub mod outbox;
+pub mod panel;
 pub mod proof;
 mod rules;
 #[cfg(test)]
@@ -220,6 +221,8 @@ pub enum Credentials {
     Legacy(LegacyCredentials),
     /// An API key (`X-API-KEY` or `Authorization: Bearer`).
     ApiKey(String),
+    /// The id of an admin panel session, from its cookie.
+    PanelSession(String),
 }
 
 /// The scope each operation needs.
@@ -570,7 +573,7 @@ impl RefundService {
         let address = throttle::client_address();
         let legacy_login = match &credentials {
             Credentials::Legacy(legacy) => Some(legacy.login.as_str()),
-            Credentials::ApiKey(_) => None,
+            Credentials::ApiKey(_) | Credentials::PanelSession(_) => None,
         };
         if let Some(seconds) = self.failed_authentications.refused(legacy_login, address) {
             return Err(RefundError::AuthenticationThrottled(seconds));
@@ -579,6 +582,8 @@ impl RefundService {
         let checked = match credentials {
             Credentials::Legacy(legacy) => self.legacy_caller(legacy).await,
             Credentials::ApiKey(key) => self.api_key_caller(&key).await,
+            // Never remembered: a signed-out session must stop working at once.
+            Credentials::PanelSession(session_id) => self.panel_session_caller(&session_id).await,
         };
         let (login, scopes) = match checked {
             Ok(caller) => caller,

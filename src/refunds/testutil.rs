@@ -13,9 +13,9 @@ use super::audit::{AuditEntry, ChainLink, ChainedEntry};
 use super::events::{Delivery, DeliveryStep, RefundEvent};
 use super::ledger::{AuditSealing, Ledger, LedgerFuture, LedgerStore, LedgerWork};
 use super::types::{
-    ApiKey, ApiUser, JobState, JobStep, LedgerCounts, MovementId, NewRefund, Order, Payment,
-    Refund, RefundJob, RefundMethod, RefundStatus, Settlement, Source, SourceFilter, SourceRef,
-    SourceType, Timestamp,
+    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobState, JobStep, LedgerCounts,
+    MovementId, NewRefund, Order, Payment, Refund, RefundJob, RefundMethod, RefundStatus,
+    Settlement, Source, SourceFilter, SourceRef, SourceType, Timestamp,
 };
 use crate::money::Money;
 
@@ -42,6 +42,9 @@ pub struct MemoryLedger {
     pub unsealed: Vec<(i64, AuditEntry)>,
     pub answers: HashMap<(String, String), (String, StoredResponse, Timestamp)>,
     pub jobs: BTreeMap<MovementId, RefundJob>,
+    pub admin_users: HashMap<String, AdminUser>,
+    pub sessions: HashMap<String, AdminSession>,
+    pub sign_in_failures: Vec<(String, Timestamp)>,
     pub next_id: MovementId,
     /// Whether a webhook endpoint is subscribed (events are kept only then), and the events.
     pub events_wanted: bool,
@@ -564,6 +567,106 @@ impl Ledger for MemoryLedger {
             }
         }
         Ok(())
+    }
+
+    fn admin_user(&mut self, login: &str) -> anyhow::Result<Option<AdminUser>> {
+        Ok(self.admin_users.get(login).cloned())
+    }
+
+    fn create_session(&mut self, session: &AdminSession) -> anyhow::Result<()> {
+        ensure!(
+            !self.sessions.contains_key(&session.id_sha256),
+            "session id taken"
+        );
+        self.sessions
+            .insert(session.id_sha256.clone(), session.clone());
+        Ok(())
+    }
+
+    fn session(&mut self, id_sha256: &str) -> anyhow::Result<Option<AdminSession>> {
+        Ok(self.sessions.get(id_sha256).cloned())
+    }
+
+    fn touch_session(&mut self, id_sha256: &str, now: Timestamp) -> anyhow::Result<()> {
+        if let Some(session) = self.sessions.get_mut(id_sha256) {
+            session.last_seen_at = now;
+        }
+        Ok(())
+    }
+
+    fn end_session(&mut self, id_sha256: &str) -> anyhow::Result<()> {
+        self.sessions.remove(id_sha256);
+        Ok(())
+    }
+
+    fn sign_in_failures(&mut self, subject: &str, since: Timestamp) -> anyhow::Result<u32> {
+        let count = self
+            .sign_in_failures
+            .iter()
+            .filter(|(who, at)| who == subject && *at >= since)
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    fn record_sign_in_failure(&mut self, subject: &str, at: Timestamp) -> anyhow::Result<()> {
+        self.sign_in_failures.push((subject.to_owned(), at));
+        Ok(())
+    }
+
+    fn clear_sign_in_failures(&mut self, subject: &str) -> anyhow::Result<()> {
+        self.sign_in_failures.retain(|(who, _)| who != subject);
+        Ok(())
+    }
+
+    fn purge_panel_records(
+        &mut self,
+        idle_before: Timestamp,
+        opened_before: Timestamp,
+        failures_before: Timestamp,
+    ) -> anyhow::Result<u64> {
+        let before = self.sessions.len() + self.sign_in_failures.len();
+        self.sessions.retain(|_, session| {
+            session.last_seen_at >= idle_before && session.created_at >= opened_before
+        });
+        self.sign_in_failures
+            .retain(|(_, at)| *at >= failures_before);
+        Ok((before - self.sessions.len() - self.sign_in_failures.len()) as u64)
+    }
+
+    fn order_refunds(&mut self, order_id: i64) -> anyhow::Result<Vec<Refund>> {
+        Ok(self
+            .refunds
+            .values()
+            .filter(|refund| refund.order_id == order_id)
+            .cloned()
+            .collect())
+    }
+
+    fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .chain
+            .iter()
+            .find(|chained| chained.seq == seq)
+            .map(|chained| chained.hash.clone()))
+    }
+
+    fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>> {
+        let mut counts: BTreeMap<(Timestamp, &'static str), (RefundStatus, u64)> = BTreeMap::new();
+        for refund in self.refunds.values().filter(|r| r.created_at >= since) {
+            let hour_start = refund.created_at / 3600 * 3600;
+            counts
+                .entry((hour_start, refund.status.as_str()))
+                .or_insert((refund.status, 0))
+                .1 += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((hour_start, _), (status, count))| HourlyRefundCount {
+                hour_start,
+                status,
+                count,
+            })
+            .collect())
     }
 }
 

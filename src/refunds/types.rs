@@ -194,6 +194,33 @@ pub struct ApiUser {
     pub scopes: Scopes,
 }
 
+/// A user of the admin panel: an argon2id hash of the password in PHC string form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminUser {
+    pub login: String,
+    pub password_hash: String,
+    pub scopes: Scopes,
+}
+
+/// A signed-in panel session as the ledger keeps it: the SHA-256 of its random id (the id
+/// itself is only in the browser's cookie) and the CSRF token its forms carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSession {
+    pub id_sha256: String,
+    pub login: String,
+    pub csrf_token: String,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+}
+
+/// How many refunds added in one hour (UTC, starting at `hour_start`) have a status now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourlyRefundCount {
+    pub hour_start: Timestamp,
+    pub status: RefundStatus,
+    pub count: u64,
+}
+
 /// An API key as the ledger keeps it: its name and scopes, never the key itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {

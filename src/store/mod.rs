@@ -24,7 +24,7 @@ use crate::clock::Timestamp;
 use crate::refunds::audit::ChainedEntry;
 use crate::refunds::events::EventType;
 use crate::refunds::ledger::LedgerStore;
-use crate::refunds::types::{ApiKey, ApiUser, MovementId, RefundJob, Scopes};
+use crate::refunds::types::{AdminUser, ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
 
 /// Where the ledger lives, as `--db` names it.
@@ -92,6 +92,8 @@ pub trait Maintenance {
     fn import_shop(&mut self, shop: &ShopData) -> anyhow::Result<ImportSummary>;
     /// Adds or replaces a legacy API user.
     fn put_api_user(&mut self, user: &ApiUser, now: Timestamp) -> anyhow::Result<()>;
+    /// Adds or replaces an admin panel user, ending the sessions it had.
+    fn put_admin_user(&mut self, user: &AdminUser, now: Timestamp) -> anyhow::Result<()>;
     /// Creates an API key named `name` from the key's SHA-256; fails if the name is taken.
     fn create_api_key(
         &mut self,

@@ -1,6 +1,8 @@
 //! The one integration-test binary. Every test starts the real server on a free port over a
 //! real SQLite file and talks to it over HTTP.
 
+mod admin;
+mod admin_browser;
 mod canonical;
 mod cli;
 mod concurrency;

@@ -14,6 +14,7 @@ use crate::store::redacted;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_ledger.sql"),
     include_str!("migrations/0002_webhooks_and_claims.sql"),
+    include_str!("migrations/0003_admin.sql"),
 ];
 
 /// The advisory lock every instance takes while it migrates, so that instances started at once

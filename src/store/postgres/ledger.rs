@@ -19,9 +19,9 @@ use crate::refunds::events::{
 };
 use crate::refunds::ledger::Ledger;
 use crate::refunds::types::{
-    ApiKey, ApiUser, JobState, JobStep, LedgerCounts, ManualDetails, MovementId, NewRefund, Order,
-    Payment, Refund, RefundJob, RefundMethod, RefundStatus, Scopes, Settlement, Source,
-    SourceFilter, SourceRef, SourceType, Timestamp,
+    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobState, JobStep, LedgerCounts,
+    ManualDetails, MovementId, NewRefund, Order, Payment, Refund, RefundJob, RefundMethod,
+    RefundStatus, Scopes, Settlement, Source, SourceFilter, SourceRef, SourceType, Timestamp,
 };
 
 /// The advisory lock whose holder chains audit entries (`pg_try_advisory_xact_lock`).
@@ -190,6 +190,26 @@ pub const ENDPOINT_SUCCEEDED: &str = "UPDATE webhook_endpoints SET last_success_
      WHERE id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = $1)";
 pub const DISABLE_ENDPOINT: &str = "UPDATE webhook_endpoints SET enabled = false, \
      disabled_reason = $2 WHERE id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = $1)";
+pub const ADMIN_USER: &str =
+    "SELECT login, password_hash, scopes FROM admin_users WHERE login = $1";
+pub const CREATE_SESSION: &str = "INSERT INTO admin_sessions \
+     (id_sha256, login, csrf_token, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5)";
+pub const SESSION: &str = "SELECT id_sha256, login, csrf_token, created_at, last_seen_at \
+     FROM admin_sessions WHERE id_sha256 = $1";
+pub const TOUCH_SESSION: &str = "UPDATE admin_sessions SET last_seen_at = $2 WHERE id_sha256 = $1";
+pub const END_SESSION: &str = "DELETE FROM admin_sessions WHERE id_sha256 = $1";
+pub const SIGN_IN_FAILURES: &str =
+    "SELECT count(*) FROM admin_sign_in_failures WHERE subject = $1 AND at >= $2";
+pub const RECORD_SIGN_IN_FAILURE: &str =
+    "INSERT INTO admin_sign_in_failures (subject, at) VALUES ($1, $2)";
+pub const CLEAR_SIGN_IN_FAILURES: &str = "DELETE FROM admin_sign_in_failures WHERE subject = $1";
+pub const PURGE_SESSIONS: &str =
+    "DELETE FROM admin_sessions WHERE last_seen_at < $1 OR created_at < $2";
+pub const PURGE_SIGN_IN_FAILURES: &str = "DELETE FROM admin_sign_in_failures WHERE at < $1";
+pub const ORDER_REFUNDS: &str = concat!(refund_select!(), " WHERE order_id = $1 ORDER BY id");
+pub const AUDIT_HASH_AT: &str = "SELECT hash FROM audit_log WHERE seq = $1";
+pub const HOURLY_REFUND_COUNTS: &str = "SELECT created_at / 3600 * 3600 AS hour, status, \
+     count(*) FROM refunds WHERE created_at >= $1 GROUP BY hour, status ORDER BY hour";
 pub const WEBHOOK_PENDING: &str =
     "SELECT count(*), min(created_ms) FROM webhook_deliveries WHERE state = 'pending'";
 
@@ -251,6 +271,19 @@ pub const STATEMENTS: &[&str] = &[
     ENDPOINT_SUCCEEDED,
     DISABLE_ENDPOINT,
     WEBHOOK_PENDING,
+    ADMIN_USER,
+    CREATE_SESSION,
+    SESSION,
+    TOUCH_SESSION,
+    END_SESSION,
+    SIGN_IN_FAILURES,
+    RECORD_SIGN_IN_FAILURE,
+    CLEAR_SIGN_IN_FAILURES,
+    PURGE_SESSIONS,
+    PURGE_SIGN_IN_FAILURES,
+    ORDER_REFUNDS,
+    AUDIT_HASH_AT,
+    HOURLY_REFUND_COUNTS,
 ];
 
 /// What went wrong inside one transaction, as far as the runner must know.
@@ -937,6 +970,116 @@ impl Ledger for PgLedger<'_> {
             )?;
         }
         Ok(true)
+    }
+
+    fn admin_user(&mut self, login: &str) -> anyhow::Result<Option<AdminUser>> {
+        let Some(row) = self.query_opt(ADMIN_USER, &[&login])? else {
+            return Ok(None);
+        };
+        let login: String = row.try_get(0)?;
+        let scopes: &str = row.try_get(2)?;
+        let scopes = Scopes::parse(scopes)
+            .with_context(|| format!("stored scopes '{scopes}' of panel user {login}"))?;
+        Ok(Some(AdminUser {
+            password_hash: row.try_get(1)?,
+            login,
+            scopes,
+        }))
+    }
+
+    fn create_session(&mut self, session: &AdminSession) -> anyhow::Result<()> {
+        self.execute(
+            CREATE_SESSION,
+            &[
+                &session.id_sha256,
+                &session.login,
+                &session.csrf_token,
+                &session.created_at,
+                &session.last_seen_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn session(&mut self, id_sha256: &str) -> anyhow::Result<Option<AdminSession>> {
+        let Some(row) = self.query_opt(SESSION, &[&id_sha256])? else {
+            return Ok(None);
+        };
+        Ok(Some(AdminSession {
+            id_sha256: row.try_get(0)?,
+            login: row.try_get(1)?,
+            csrf_token: row.try_get(2)?,
+            created_at: row.try_get(3)?,
+            last_seen_at: row.try_get(4)?,
+        }))
+    }
+
+    fn touch_session(&mut self, id_sha256: &str, now: Timestamp) -> anyhow::Result<()> {
+        self.execute(TOUCH_SESSION, &[&id_sha256, &now])?;
+        Ok(())
+    }
+
+    fn end_session(&mut self, id_sha256: &str) -> anyhow::Result<()> {
+        self.execute(END_SESSION, &[&id_sha256])?;
+        Ok(())
+    }
+
+    fn sign_in_failures(&mut self, subject: &str, since: Timestamp) -> anyhow::Result<u32> {
+        let count: i64 = self
+            .query_one(SIGN_IN_FAILURES, &[&subject, &since])?
+            .try_get(0)?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    fn record_sign_in_failure(&mut self, subject: &str, at: Timestamp) -> anyhow::Result<()> {
+        self.execute(RECORD_SIGN_IN_FAILURE, &[&subject, &at])?;
+        Ok(())
+    }
+
+    fn clear_sign_in_failures(&mut self, subject: &str) -> anyhow::Result<()> {
+        self.execute(CLEAR_SIGN_IN_FAILURES, &[&subject])?;
+        Ok(())
+    }
+
+    fn purge_panel_records(
+        &mut self,
+        idle_before: Timestamp,
+        opened_before: Timestamp,
+        failures_before: Timestamp,
+    ) -> anyhow::Result<u64> {
+        let sessions = self.execute(PURGE_SESSIONS, &[&idle_before, &opened_before])?;
+        let failures = self.execute(PURGE_SIGN_IN_FAILURES, &[&failures_before])?;
+        Ok(sessions + failures)
+    }
+
+    fn order_refunds(&mut self, order_id: i64) -> anyhow::Result<Vec<Refund>> {
+        self.query(ORDER_REFUNDS, &[&order_id])?
+            .iter()
+            .map(refund_from_row)
+            .collect()
+    }
+
+    fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>> {
+        match self.query_opt(AUDIT_HASH_AT, &[&seq])? {
+            Some(row) => Ok(row.try_get(0)?),
+            None => Ok(None),
+        }
+    }
+
+    fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>> {
+        self.query(HOURLY_REFUND_COUNTS, &[&since])?
+            .iter()
+            .map(|row| {
+                let status: &str = row.try_get(1)?;
+                let count: i64 = row.try_get(2)?;
+                Ok(HourlyRefundCount {
+                    hour_start: row.try_get(0)?,
+                    status: RefundStatus::parse(status)
+                        .with_context(|| format!("stored refund status '{status}'"))?,
+                    count: u64::try_from(count).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     fn purge_answers(&mut self, before: Timestamp) -> anyhow::Result<u64> {

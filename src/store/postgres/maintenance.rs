@@ -12,7 +12,7 @@ use super::ledger::{api_key_from_row, audit_entry_from_row, job_from_row, job_se
 use crate::clock::Timestamp;
 use crate::refunds::audit::ChainedEntry;
 use crate::refunds::events::EventType;
-use crate::refunds::types::{ApiKey, ApiUser, MovementId, RefundJob, Scopes};
+use crate::refunds::types::{AdminUser, ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
 use crate::store::{DeliveryInfo, ImportSummary, Maintenance, WebhookInfo};
 
@@ -64,6 +64,11 @@ pub const CHAINED_AUDIT: &str = "SELECT seq, at, actor, channel, operation, refu
 pub const UNSEALED_AUDIT_COUNT: &str = "SELECT count(*) FROM audit_log \
      WHERE seq IS NULL AND ($1::bigint IS NULL OR refund_id = $1)";
 
+pub const PUT_ADMIN_USER: &str = "INSERT INTO admin_users (login, password_hash, scopes, \
+     updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (login) DO UPDATE SET \
+     password_hash = excluded.password_hash, scopes = excluded.scopes, \
+     updated_at = excluded.updated_at";
+pub const END_ADMIN_SESSIONS: &str = "DELETE FROM admin_sessions WHERE login = $1";
 pub const ADD_WEBHOOK: &str = "INSERT INTO webhook_endpoints (url, events, secret, created_ms) \
      VALUES ($1, $2, $3, $4) RETURNING id";
 pub const WEBHOOKS: &str = "SELECT e.id, e.url, e.events, e.enabled, e.disabled_reason, \
@@ -101,6 +106,8 @@ pub const STATEMENTS: &[&str] = &[
     JOBS,
     CHAINED_AUDIT,
     UNSEALED_AUDIT_COUNT,
+    PUT_ADMIN_USER,
+    END_ADMIN_SESSIONS,
     ADD_WEBHOOK,
     WEBHOOKS,
     REMOVE_WEBHOOK_DELIVERIES,
@@ -319,6 +326,28 @@ impl Maintenance for PostgresMaintenance {
     fn is_empty(&mut self) -> anyhow::Result<bool> {
         let orders: i64 = self.client.query_one(ORDER_COUNT, &[])?.try_get(0)?;
         Ok(orders == 0)
+    }
+
+    /// Upserts the user and ends its sessions in one transaction: a replaced password or scope
+    /// list takes effect at once.
+    fn put_admin_user(&mut self, user: &AdminUser, now: Timestamp) -> anyhow::Result<()> {
+        let mut transaction = self.client.transaction()?;
+        transaction
+            .execute(
+                PUT_ADMIN_USER,
+                &[
+                    &user.login,
+                    &user.password_hash,
+                    &user.scopes.to_list(),
+                    &now,
+                ],
+            )
+            .context("saving the panel user")?;
+        transaction
+            .execute(END_ADMIN_SESSIONS, &[&user.login])
+            .context("ending the panel user's sessions")?;
+        transaction.commit()?;
+        Ok(())
     }
 
     fn add_webhook(

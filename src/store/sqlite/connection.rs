@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_ledger_runs.sql"),
     include_str!("migrations/0011_refunded_claims_keep_identity.sql"),
     include_str!("migrations/0012_logins_without_colon.sql"),
+    include_str!("migrations/0013_admin.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {

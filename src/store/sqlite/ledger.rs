@@ -13,9 +13,9 @@ use crate::refunds::events::{
 };
 use crate::refunds::ledger::Ledger;
 use crate::refunds::types::{
-    ApiKey, ApiUser, JobState, JobStep, LedgerCounts, ManualDetails, MovementId, NewRefund, Order,
-    Payment, Refund, RefundJob, RefundMethod, RefundStatus, Scopes, Settlement, Source,
-    SourceFilter, SourceRef, SourceType, Timestamp,
+    AdminSession, AdminUser, ApiKey, ApiUser, HourlyRefundCount, JobState, JobStep, LedgerCounts,
+    ManualDetails, MovementId, NewRefund, Order, Payment, Refund, RefundJob, RefundMethod,
+    RefundStatus, Scopes, Settlement, Source, SourceFilter, SourceRef, SourceType, Timestamp,
 };
 
 pub struct SqliteLedger<'c> {
@@ -773,6 +773,167 @@ impl Ledger for SqliteLedger<'_> {
             )?
             .execute([refund_id])?;
         ensure_one_row(changed, refund_id)
+    }
+
+    fn admin_user(&mut self, login: &str) -> anyhow::Result<Option<AdminUser>> {
+        let row = self
+            .connection
+            .prepare_cached(
+                "SELECT login, password_hash, scopes FROM admin_users WHERE login = ?1",
+            )?
+            .query_row([login], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(login, password_hash, scopes)| {
+            let scopes = Scopes::parse(&scopes)
+                .with_context(|| format!("stored scopes '{scopes}' of panel user {login}"))?;
+            Ok(AdminUser {
+                login,
+                password_hash,
+                scopes,
+            })
+        })
+        .transpose()
+    }
+
+    fn create_session(&mut self, session: &AdminSession) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO admin_sessions (id_sha256, login, csrf_token, created_at, last_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                session.id_sha256,
+                session.login,
+                session.csrf_token,
+                session.created_at,
+                session.last_seen_at
+            ])?;
+        Ok(())
+    }
+
+    fn session(&mut self, id_sha256: &str) -> anyhow::Result<Option<AdminSession>> {
+        Ok(self
+            .connection
+            .prepare_cached(
+                "SELECT id_sha256, login, csrf_token, created_at, last_seen_at
+                 FROM admin_sessions WHERE id_sha256 = ?1",
+            )?
+            .query_row([id_sha256], |row| {
+                Ok(AdminSession {
+                    id_sha256: row.get(0)?,
+                    login: row.get(1)?,
+                    csrf_token: row.get(2)?,
+                    created_at: row.get(3)?,
+                    last_seen_at: row.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn touch_session(&mut self, id_sha256: &str, now: Timestamp) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached("UPDATE admin_sessions SET last_seen_at = ?2 WHERE id_sha256 = ?1")?
+            .execute(params![id_sha256, now])?;
+        Ok(())
+    }
+
+    fn end_session(&mut self, id_sha256: &str) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached("DELETE FROM admin_sessions WHERE id_sha256 = ?1")?
+            .execute([id_sha256])?;
+        Ok(())
+    }
+
+    fn sign_in_failures(&mut self, subject: &str, since: Timestamp) -> anyhow::Result<u32> {
+        let count: i64 = self
+            .connection
+            .prepare_cached(
+                "SELECT count(*) FROM admin_sign_in_failures WHERE subject = ?1 AND at >= ?2",
+            )?
+            .query_row(params![subject, since], |row| row.get(0))?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    fn record_sign_in_failure(&mut self, subject: &str, at: Timestamp) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached("INSERT INTO admin_sign_in_failures (subject, at) VALUES (?1, ?2)")?
+            .execute(params![subject, at])?;
+        Ok(())
+    }
+
+    fn clear_sign_in_failures(&mut self, subject: &str) -> anyhow::Result<()> {
+        self.connection
+            .prepare_cached("DELETE FROM admin_sign_in_failures WHERE subject = ?1")?
+            .execute([subject])?;
+        Ok(())
+    }
+
+    fn purge_panel_records(
+        &mut self,
+        idle_before: Timestamp,
+        opened_before: Timestamp,
+        failures_before: Timestamp,
+    ) -> anyhow::Result<u64> {
+        let sessions = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM admin_sessions WHERE last_seen_at < ?1 OR created_at < ?2",
+            )?
+            .execute(params![idle_before, opened_before])?;
+        let failures = self
+            .connection
+            .prepare_cached("DELETE FROM admin_sign_in_failures WHERE at < ?1")?
+            .execute([failures_before])?;
+        Ok((sessions + failures) as u64)
+    }
+
+    fn order_refunds(&mut self, order_id: i64) -> anyhow::Result<Vec<Refund>> {
+        let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE order_id = ?1 ORDER BY id");
+        Ok(self
+            .connection
+            .prepare_cached(&sql)?
+            .query_map([order_id], refund_from_row)?
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .connection
+            .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
+            .query_row([seq], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT created_at / 3600 * 3600 AS hour, status, count(*) FROM refunds
+             WHERE created_at >= ?1 GROUP BY hour, status ORDER BY hour",
+        )?;
+        let rows = statement.query_map([since], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (hour_start, status, count) = row?;
+            let status = RefundStatus::parse(&status)
+                .with_context(|| format!("stored refund status '{status}'"))?;
+            counts.push(HourlyRefundCount {
+                hour_start,
+                status,
+                count: u64::try_from(count).unwrap_or(0),
+            });
+        }
+        Ok(counts)
     }
 }
 

@@ -11,7 +11,7 @@ use super::ledger::{AUDIT_COLUMNS, JOB_COLUMNS, JOB_FROM, chained_from_row, job_
 use crate::clock::Timestamp;
 use crate::refunds::audit::ChainedEntry;
 use crate::refunds::events::EventType;
-use crate::refunds::types::{ApiKey, ApiUser, MovementId, RefundJob, Scopes};
+use crate::refunds::types::{AdminUser, ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
 use crate::store::{DeliveryInfo, ImportSummary, Maintenance, WebhookInfo};
 
@@ -35,6 +35,10 @@ impl Maintenance for SqliteMaintenance {
 
     fn put_api_user(&mut self, user: &ApiUser, now: Timestamp) -> anyhow::Result<()> {
         put_api_user(&mut self.connection, user, now)
+    }
+
+    fn put_admin_user(&mut self, user: &AdminUser, now: Timestamp) -> anyhow::Result<()> {
+        put_admin_user(&mut self.connection, user, now)
     }
 
     fn create_api_key(
@@ -444,6 +448,28 @@ pub fn audit_entries(
     let mut statement = connection.prepare(&sql)?;
     let rows = statement.query_map([refund_id], chained_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn put_admin_user(
+    connection: &mut Connection,
+    user: &AdminUser,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction
+        .execute(
+            "INSERT INTO admin_users (login, password_hash, scopes, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (login) DO UPDATE SET password_hash = excluded.password_hash,
+                 scopes = excluded.scopes, updated_at = excluded.updated_at",
+            params![user.login, user.password_hash, user.scopes.to_list(), now],
+        )
+        .context("saving the panel user")?;
+    // A replaced password or scope list takes effect at once: the user's sessions end.
+    transaction
+        .execute("DELETE FROM admin_sessions WHERE login = ?1", [&user.login])
+        .context("ending the panel user's sessions")?;
+    transaction.commit()?;
+    Ok(())
 }
 
 pub fn backup(connection: &mut Connection, target: &Path) -> anyhow::Result<()> {
