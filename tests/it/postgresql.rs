@@ -1456,3 +1456,38 @@ fn a_deadlock_between_two_instances_is_retried_and_both_writes_succeed() {
         "the deadlock's victim ran once more"
     );
 }
+
+/// An instance that starts while another migrates waits for it, however long that takes: the
+/// wait is not cut by the lock and statement timeouts that bound requests.
+#[test]
+fn an_instance_waits_for_a_migration_longer_than_the_statement_timeout() {
+    use refunds_gateway::store::postgres::{MIGRATION_LOCK, STATEMENT_TIMEOUT};
+
+    let Some(cluster) = cluster() else { return };
+    let url = cluster.empty_database();
+    // Another instance's long migration, as far as the lock is concerned.
+    let mut migrating = sql(&url);
+    migrating
+        .query_one("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .expect("take the migration lock");
+    let (_instance, base) = serve(&url, &[]);
+    std::thread::sleep(STATEMENT_TIMEOUT + Duration::from_secs(1));
+    migrating
+        .query_one("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .expect("release the migration lock");
+    runtime().block_on(async {
+        let http = client();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|ready| ready.status() == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the instance gave up waiting for the migration"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}

@@ -35,7 +35,9 @@ use crate::refunds::ledger::{AuditSealing, LedgerFuture, LedgerStore, LedgerWork
 use connection::Connection;
 use ledger::PgLedger;
 
-pub use connection::{CONNECT_TIMEOUT, LOCK_TIMEOUT, STATEMENT_TIMEOUT, known_schema_version};
+pub use connection::{
+    CONNECT_TIMEOUT, LOCK_TIMEOUT, MIGRATION_LOCK, STATEMENT_TIMEOUT, known_schema_version,
+};
 pub use maintenance::PostgresMaintenance;
 
 /// Sessions per instance, and transactions running at once. Each transaction holds its session
