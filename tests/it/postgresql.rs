@@ -282,6 +282,15 @@ impl Cluster {
         self.url(&name)
     }
 
+    /// Drops the database at `url` (every test database is some 8 MB of PostgreSQL's own
+    /// catalogs; the fixture runs make hundreds).
+    pub fn drop_database(&self, url: &str) {
+        let name = url.rsplit('/').next().expect("database name");
+        if let Err(error) = self.admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")) {
+            eprintln!("dropping {name}: {error}");
+        }
+    }
+
     /// A new database without any schema.
     pub fn empty_database(&self) -> String {
         let name = format!("empty_{}", NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
@@ -1264,6 +1273,7 @@ fn soap_fixtures_match_their_goldens_on_postgres() {
     for case in &cases {
         let url = cluster.copy_of(&fixture_name);
         let (answer, _) = runtime.block_on(run_case(&http, fixture_config(&url), case));
+        cluster.drop_database(&url);
         failures.extend(compare_with_golden(case, &answer));
     }
     assert!(
@@ -1301,6 +1311,7 @@ fn rest_fixtures_match_their_goldens_on_postgres() {
     for case in &cases {
         let url = cluster.copy_of(&fixture_name);
         let reply = runtime.block_on(run_case_on(fixture_config(&url), &http, case));
+        cluster.drop_database(&url);
         failures.extend(failures_of(case, reply));
     }
     assert!(
@@ -1386,4 +1397,97 @@ fn concurrent_claims_from_two_instances_never_take_one_job_twice() {
         claimed.iter().all(|(_, lease)| *lease == 1),
         "one claim, one fencing token each"
     );
+}
+
+/// Two writes on two instances that lock two payments in opposite orders deadlock; PostgreSQL
+/// aborts one (40P01), and the runner runs its work again in a fresh transaction, so both
+/// succeed.
+#[test]
+fn a_deadlock_between_two_instances_is_retried_and_both_writes_succeed() {
+    use refunds_gateway::refunds::ledger::LedgerStore;
+    use refunds_gateway::store::postgres::PostgresStore;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    let Some(cluster) = cluster() else { return };
+    let url = cluster.fresh_database();
+    let stores: Vec<Arc<dyn LedgerStore>> = (0..2)
+        .map(|_| Arc::new(PostgresStore::open(&url).expect("open")) as Arc<dyn LedgerStore>)
+        .collect();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let outcomes = runtime().block_on(async {
+        let writes: Vec<_> = [(11, 13), (13, 11)]
+            .into_iter()
+            .zip(stores.iter().cloned())
+            .map(|((first, second), store)| {
+                let runs = runs.clone();
+                tokio::spawn(async move {
+                    store
+                        .write(move |ledger| {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            ledger.payment(first)?;
+                            // Both hold their first lock before either asks for its second.
+                            std::thread::sleep(Duration::from_millis(300));
+                            ledger.payment(second)?;
+                            Ok::<_, anyhow::Error>(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for write in writes {
+            outcomes.push(
+                write
+                    .await
+                    .expect("write task")
+                    .map_err(|e| format!("{e:#}")),
+            );
+        }
+        outcomes
+    });
+    for store in &stores {
+        store.close();
+    }
+    assert_eq!(outcomes, [Ok(()), Ok(())], "both writes succeed");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "the deadlock's victim ran once more"
+    );
+}
+
+/// An instance that starts while another migrates waits for it, however long that takes: the
+/// wait is not cut by the lock and statement timeouts that bound requests.
+#[test]
+fn an_instance_waits_for_a_migration_longer_than_the_statement_timeout() {
+    use refunds_gateway::store::postgres::{MIGRATION_LOCK, STATEMENT_TIMEOUT};
+
+    let Some(cluster) = cluster() else { return };
+    let url = cluster.empty_database();
+    // Another instance's long migration, as far as the lock is concerned.
+    let mut migrating = sql(&url);
+    migrating
+        .query_one("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .expect("take the migration lock");
+    let (_instance, base) = serve(&url, &[]);
+    std::thread::sleep(STATEMENT_TIMEOUT + Duration::from_secs(1));
+    migrating
+        .query_one("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .expect("release the migration lock");
+    runtime().block_on(async {
+        let http = client();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|ready| ready.status() == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the instance gave up waiting for the migration"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
 }

@@ -19,7 +19,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// The advisory lock every instance takes while it migrates, so that instances started at once
 /// migrate one after another (the later ones find nothing left to do).
-const MIGRATION_LOCK: i64 = 0x7265_6675_6e64_0001;
+pub const MIGRATION_LOCK: i64 = 0x7265_6675_6e64_0001;
 
 /// How long a statement may wait for a row lock, and how long it may run: a request never hangs
 /// on the database for longer, and a lock held by a stuck transaction costs a failed request,
@@ -133,13 +133,30 @@ impl Connection {
 
 /// Runs the migrations this binary has not run yet, under the migration lock; refuses a schema
 /// newer than this binary knows.
+///
+/// Waiting for another instance's migration, and a migration itself, may take longer than a
+/// request's timeouts, so the session lifts them meanwhile; the lock timeout is back while
+/// migrating (a migration that cannot get its table locks fails rather than queue every
+/// request behind it).
 pub fn migrate(client: &mut Client) -> anyhow::Result<()> {
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .context("lifting the timeouts to wait for the migration lock")?;
     client
         .query_one(TAKE_MIGRATION_LOCK, &[&MIGRATION_LOCK])
         .context("waiting for the migration lock")?;
-    let migrated = migrate_locked(client);
+    let migrated = client
+        .batch_execute(&format!("SET lock_timeout = {}", LOCK_TIMEOUT.as_millis()))
+        .context("restoring the lock timeout")
+        .and_then(|()| migrate_locked(client));
     // The lock is the session's; a failed unlock ends with the session anyway.
     let _ = client.query_one(RELEASE_MIGRATION_LOCK, &[&MIGRATION_LOCK]);
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}",
+            STATEMENT_TIMEOUT.as_millis()
+        ))
+        .context("restoring the statement timeout")?;
     migrated
 }
 

@@ -35,7 +35,9 @@ use crate::refunds::ledger::{AuditSealing, LedgerFuture, LedgerStore, LedgerWork
 use connection::Connection;
 use ledger::PgLedger;
 
-pub use connection::{CONNECT_TIMEOUT, LOCK_TIMEOUT, STATEMENT_TIMEOUT, known_schema_version};
+pub use connection::{
+    CONNECT_TIMEOUT, LOCK_TIMEOUT, MIGRATION_LOCK, STATEMENT_TIMEOUT, known_schema_version,
+};
 pub use maintenance::PostgresMaintenance;
 
 /// Sessions per instance, and transactions running at once. Each transaction holds its session
@@ -54,7 +56,7 @@ pub const MAX_ATTEMPTS: u32 = 8;
 /// commit: a client that retries under its idempotency key gets the stored answer.
 pub const TRANSACTION_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The first retry waits up to this long (uniformly jittered), doubling each time.
+/// Half the longest wait before the first retry; the window doubles with each attempt.
 const RETRY_BASE: Duration = Duration::from_millis(4);
 
 /// Every statement the adapter prepares (its ledger, its migrations runner, its maintenance),
@@ -306,8 +308,8 @@ fn is_transient(error: &::postgres::Error) -> bool {
     })
 }
 
-/// Full jitter over an exponential window: 4 ms, 8 ms, … 512 ms at the eighth attempt, so that
-/// two transactions that collided do not collide again in step.
+/// Full jitter over an exponential window (after the first attempt up to 8 ms, after the
+/// seventh up to 512 ms), so that two transactions that collided do not collide again in step.
 fn backoff(attempt: u32) -> Duration {
     let window = RETRY_BASE.saturating_mul(1 << attempt.min(8));
     let random = getrandom::u64().unwrap_or(u64::from(std::process::id()));
