@@ -159,8 +159,14 @@ pub fn verify(proof: &LedgerProof) -> Verdict {
         }
         seq == proof.head.seq && previous == proof.head.hash
     });
-    if anchor_in_chain == Some(false) {
-        problems.push("the anchor does not lead to the head through the given entries".to_owned());
+    match &proof.anchor {
+        Some(anchor) if anchor.seq > proof.head.seq => problems.push(format!(
+            "the anchor, chain position {}, is beyond the head at {}: entries were lost",
+            anchor.seq, proof.head.seq
+        )),
+        _ if anchor_in_chain == Some(false) => problems
+            .push("the anchor does not lead to the head through the given entries".to_owned()),
+        _ => {}
     }
     Verdict {
         live_total_minor,
@@ -180,32 +186,32 @@ pub fn build(
     payment_id: MovementId,
     anchor: Option<i64>,
 ) -> Result<LedgerProof, RefundError> {
-    let payment = ledger
-        .payment(payment_id)?
-        .ok_or_else(|| RefundError::InvalidPayment(format!("{payment_id} is not a payment")))?;
-    let mut refunds = Vec::new();
-    for refund in ledger.payment_refunds(payment_id)? {
-        let (history, pending) = ledger.refund_audit(refund.id)?;
-        refunds.push(ProvenRefund {
-            refund,
-            history,
-            pending,
-        });
-    }
     let head = ledger.audit_head()?;
+    let proof = proof_without_anchor(ledger, payment_id, head.clone())?;
     let anchor = match anchor {
         None => None,
         Some(seq) => {
-            if !(0..=head.seq).contains(&seq) {
+            if seq < 0 {
                 return Err(RefundError::InvalidParameters(format!(
-                    "anchor must be a chain position from 0 to {}, got {seq}",
-                    head.seq
+                    "anchor must be a chain position (0 or more), got {seq}"
                 )));
             }
             if head.seq - seq > MAX_ANCHOR_SEGMENT as i64 {
                 return Err(RefundError::InvalidParameters(format!(
                     "anchor {seq} is more than {MAX_ANCHOR_SEGMENT} entries behind the head"
                 )));
+            }
+            if seq > head.seq {
+                // A head published beyond today's: the chain has lost entries since. The proof
+                // says so in its verdict (the anchor does not lead to the head).
+                return Ok(LedgerProof {
+                    anchor: Some(AnchorSegment {
+                        seq,
+                        hash: String::new(),
+                        entries: Vec::new(),
+                    }),
+                    ..proof
+                });
             }
             let hash = match seq {
                 0 => ChainLink::genesis().hash,
@@ -219,6 +225,26 @@ pub fn build(
             Some(AnchorSegment { seq, hash, entries })
         }
     };
+    Ok(LedgerProof { anchor, ..proof })
+}
+
+fn proof_without_anchor(
+    ledger: &mut dyn Ledger,
+    payment_id: MovementId,
+    head: ChainLink,
+) -> Result<LedgerProof, RefundError> {
+    let payment = ledger
+        .payment(payment_id)?
+        .ok_or_else(|| RefundError::InvalidPayment(format!("{payment_id} is not a payment")))?;
+    let mut refunds = Vec::new();
+    for refund in ledger.payment_refunds(payment_id)? {
+        let (history, pending) = ledger.refund_audit(refund.id)?;
+        refunds.push(ProvenRefund {
+            refund,
+            history,
+            pending,
+        });
+    }
     Ok(LedgerProof {
         payment_id,
         order_id: payment.order_id,
@@ -226,6 +252,6 @@ pub fn build(
         recorded_refunded_minor: payment.refunded_minor,
         refunds,
         head,
-        anchor,
+        anchor: None,
     })
 }

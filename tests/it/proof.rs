@@ -201,6 +201,21 @@ async fn a_payments_proof_holds_offline_and_tampering_breaks_it() {
         "a head not in the chain"
     );
 
+    // A head published beyond today's (the chain lost entries): the verdict says so.
+    let beyond = audit(
+        &database.path,
+        &["prove", "--payment", "11", "--json", "--anchor", "999"],
+    );
+    assert!(!beyond.status.success());
+    let beyond: Value = serde_json::from_str(&stdout(&beyond)).expect("JSON");
+    assert_eq!(beyond["verdict"]["anchorInChain"], false);
+    assert!(
+        beyond["verdict"]["problems"][0]
+            .as_str()
+            .is_some_and(|problem| problem.contains("beyond the head")),
+        "{beyond}"
+    );
+
     // Someone with the database file edits an audit amount: the proof's verdict is false.
     let ledger = rusqlite::Connection::open(&database.path).expect("open");
     ledger
