@@ -771,3 +771,61 @@ async fn automatic_refunds_are_added_from_an_order_and_a_return() {
     );
     server.stop().await;
 }
+
+/// The panel on PostgreSQL: users, sessions and actions live in the shared database.
+#[test]
+fn the_panel_signs_in_adds_confirms_and_signs_out_on_postgres() {
+    let Some(cluster) = crate::postgresql::cluster() else {
+        return;
+    };
+    let database = Database::Postgres(cluster.fresh_database());
+    let user = admin_user("clerk", "clerk-pw", Scopes::ALL).expect("panel user");
+    store::maintenance(&database)
+        .expect("open database")
+        .put_admin_user(&user, fixed_now())
+        .expect("save panel user");
+    crate::postgresql::runtime().block_on(async {
+        let server = TestServer::start_with(crate::support::test_config_on(database)).await;
+        let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
+        add_manual_refund(&panel, "5.00", "PL61").await;
+        let list = panel.get("/admin").await;
+        let at = list
+            .body
+            .find("Confirm refund ")
+            .expect("a refund awaits approval")
+            + "Confirm refund ".len();
+        let refund: i64 = list.body[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .expect("refund id");
+        let (posted, _) = panel
+            .press("/admin", &format!("Confirm refund {refund}"), &[])
+            .await;
+        assert_eq!(posted.status, 303, "{}", posted.body);
+        let status = crate::support::rest_request(
+            &reqwest::Client::new(),
+            &server.base,
+            crate::support::TEST_API_KEY,
+            reqwest::Method::GET,
+            "getRefundStatus",
+            &serde_json::json!({"sourceType": "order", "sourceId": 2001, "paymentId": refund}),
+        )
+        .send()
+        .await
+        .expect("send")
+        .json::<serde_json::Value>()
+        .await
+        .expect("JSON");
+        assert_eq!(status["result"]["refundStatus"], "Completed", "{status}");
+        let history = panel.get(&format!("/admin/refunds/{refund}")).await;
+        assert!(history.body.contains("panel:clerk"), "{}", history.body);
+        let csrf = panel.get("/admin").await.field("csrf");
+        let signed_out = panel.post("/admin/logout", &[("csrf", &csrf)]).await;
+        assert_eq!(signed_out.status, 303);
+        let again = panel.get("/admin").await;
+        assert_eq!((again.status, again.location()), (303, "/admin/login"));
+        server.stop().await;
+    });
+}
