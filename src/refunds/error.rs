@@ -118,6 +118,13 @@ pub enum OperationKind {
 }
 
 impl RefundError {
+    /// An internal failure because the ledger could not be reached (see
+    /// [`super::ledger::LedgerUnavailable`]): worth retrying later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RefundError::Internal(error)
+            if error.downcast_ref::<super::ledger::LedgerUnavailable>().is_some())
+    }
+
     pub fn fault_code(&self, kind: OperationKind) -> i32 {
         match self {
             RefundError::Unauthenticated

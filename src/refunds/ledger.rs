@@ -219,6 +219,19 @@ pub trait Ledger {
     fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>>;
 }
 
+/// The ledger cannot be reached now (its database is down, refusing or not answering in time).
+/// An adapter adds it as context to such failures (`error.context(LedgerUnavailable)`), so that
+/// a face can say "try again later" (REST: 503) rather than "failed"; the error is otherwise an
+/// internal one (logged, never shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerUnavailable;
+
+impl std::fmt::Display for LedgerUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the ledger's database is unavailable")
+    }
+}
+
 /// How an adapter chains audit entries (contract point 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditSealing {

@@ -320,6 +320,7 @@ fn rest_status(error: &RefundError) -> u16 {
         RefundError::Forbidden(_) => 403,
         RefundError::InvalidParameters(_) => 422,
         RefundError::IdempotencyKeyReused => 409,
+        RefundError::Internal(_) if error.is_unavailable() => 503,
         RefundError::Internal(_) => 500,
         _ => 207,
     }

@@ -1033,14 +1033,29 @@ fn an_outage_fails_requests_within_the_deadline_and_the_instance_recovers_by_its
         ]
         .concat();
         let started = Instant::now();
-        let (readiness, answer) = tokio::join!(
+        let (readiness, answer, rest_answer) = tokio::join!(
             ready(http.clone(), base.clone()),
             post(
                 &http,
                 &soap_url,
                 &headers,
                 soap11("getRefundStatus", status_of),
+            ),
+            crate::support::rest_request(
+                &http,
+                &base,
+                TEST_API_KEY,
+                reqwest::Method::GET,
+                "getRefundStatus",
+                &serde_json::json!({"sourceType": "order", "sourceId": 2001, "paymentId": 20}),
             )
+            .send()
+        );
+        let rest_answer = rest_answer.expect("the REST request is answered");
+        assert_eq!(
+            rest_answer.status(),
+            503,
+            "REST says the database is unavailable (try again later)"
         );
         // The adapter's transaction deadline is 10 s; a hang would show here.
         assert!(

@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 
-use crate::refunds::ledger::{AuditSealing, LedgerFuture, LedgerStore, LedgerWork};
+use crate::refunds::ledger::{
+    AuditSealing, LedgerFuture, LedgerStore, LedgerUnavailable, LedgerWork,
+};
 use connection::Connection;
 use ledger::PgLedger;
 
@@ -138,10 +140,15 @@ impl PostgresStore {
                     // The slot is the thread's: a transaction given up on by its caller still
                     // counts against the pool until its thread is done.
                     let _slot = slot;
-                    let mut connection = inner.checkout()?;
+                    // Not reaching PostgreSQL, or losing the session mid-way, is an outage.
+                    let mut connection = inner.checkout().context(LedgerUnavailable)?;
                     let result = transaction(&inner, &mut connection, work);
+                    let lost = connection.client.is_closed();
                     inner.checkin(connection);
-                    result
+                    match result {
+                        Err(error) if lost => Err(error.context(LedgerUnavailable)),
+                        result => result,
+                    }
                 })
                 .await
                 .map_err(|error| anyhow!("a ledger transaction's thread failed: {error}"))?
@@ -150,7 +157,8 @@ impl PostgresStore {
             ran.unwrap_or_else(|_| {
                 Err(anyhow!(
                     "PostgreSQL did not finish a transaction within {TRANSACTION_DEADLINE:?}"
-                ))
+                )
+                .context(LedgerUnavailable))
             })
         })
     }
