@@ -17,19 +17,7 @@ async fn call(
     operation: &str,
     params: Value,
 ) -> Value {
-    let response = rest_request(
-        &client(),
-        &server.base,
-        TEST_API_KEY,
-        method,
-        operation,
-        &params,
-    )
-    .send()
-    .await
-    .expect("send");
-    assert_eq!(response.status(), 200, "{operation}");
-    response.json().await.expect("JSON")
+    crate::support::rest_ok(&server.base, method, operation, params).await
 }
 
 /// Two automatic refunds on `PAYMENT`, one confirmed and one cancelled, and a manual one on the

@@ -508,3 +508,18 @@ pub fn assert_nothing_lost(database: &Path, acknowledged: &[i64]) {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// A REST call with the all-scopes test key that must answer 200; its JSON body.
+pub async fn rest_ok(
+    base: &str,
+    method: reqwest::Method,
+    operation: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let response = rest_request(&client(), base, TEST_API_KEY, method, operation, &params)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200, "{operation}");
+    response.json().await.expect("JSON")
+}

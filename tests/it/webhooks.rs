@@ -202,19 +202,7 @@ async fn rest(
     operation: &str,
     params: Value,
 ) -> Value {
-    let response = rest_request(
-        &client(),
-        &server.base,
-        TEST_API_KEY,
-        method,
-        operation,
-        &params,
-    )
-    .send()
-    .await
-    .expect("send");
-    assert_eq!(response.status(), 200, "{operation}");
-    response.json().await.expect("JSON")
+    crate::support::rest_ok(&server.base, method, operation, params).await
 }
 
 #[tokio::test]
