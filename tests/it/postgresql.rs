@@ -1485,11 +1485,20 @@ fn an_instance_waits_for_a_migration_longer_than_the_statement_timeout() {
     migrating
         .query_one("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .expect("take the migration lock");
-    let (_instance, base) = serve(&url, &[]);
+    // `serve` migrates before it listens, so it says where it listens only after the lock.
+    let starting = std::thread::spawn({
+        let url = url.clone();
+        move || serve(&url, &[])
+    });
     std::thread::sleep(STATEMENT_TIMEOUT + Duration::from_secs(1));
+    assert!(
+        !starting.is_finished(),
+        "the instance waits for the migration lock before it listens"
+    );
     migrating
         .query_one("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .expect("release the migration lock");
+    let (_instance, base) = starting.join().expect("the instance started");
     runtime().block_on(async {
         let http = client();
         let deadline = Instant::now() + Duration::from_secs(10);
