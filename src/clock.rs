@@ -24,6 +24,15 @@ impl Clock {
     }
 }
 
+/// 800–1200, at random: multiplies a retry's wait to spread the retries of many jobs by ±20%.
+pub fn jitter_permille() -> i64 {
+    let mut bytes = [0u8; 2];
+    let random = getrandom::fill(&mut bytes)
+        .map(|()| u16::from_le_bytes(bytes))
+        .unwrap_or(0);
+    800 + i64::from(random % 401)
+}
+
 /// Milliseconds since the epoch by the system clock: the outbox schedules by it even when the
 /// service's clock is fixed (tests), since retries must really wait.
 pub fn system_millis() -> i64 {

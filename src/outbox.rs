@@ -70,7 +70,7 @@ async fn step(service: &RefundService, operators: &Operators, job: RefundJob) {
             answer,
             operators.retry,
             poll_after_ms,
-            jitter_permille(),
+            crate::clock::jitter_permille(),
         )
         .await
     {
@@ -93,13 +93,4 @@ async fn step(service: &RefundService, operators: &Operators, job: RefundJob) {
             "outbox: recording an answer failed"
         ),
     }
-}
-
-/// 800–1200: spreads retries of many jobs by ±20%.
-fn jitter_permille() -> i64 {
-    let mut byte = [0u8; 2];
-    let random = getrandom::fill(&mut byte)
-        .map(|()| u16::from_le_bytes(byte))
-        .unwrap_or(0);
-    800 + i64::from(random % 401)
 }

@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use hmac::{KeyInit as _, Mac as _};
-use serde_json::{Number, Value, json};
+use serde_json::{Value, json};
 
 use crate::clock::{format_local_datetime, system_millis};
 use crate::metrics::Metrics;
-use crate::money::Money;
 use crate::refunds::RefundService;
 use crate::refunds::events::{Delivery, DeliveryPolicy, DeliveryState, plan_delivery};
 
@@ -125,7 +124,7 @@ async fn attempt(
         result,
         &config.policy,
         system_millis(),
-        jitter_permille(),
+        crate::clock::jitter_permille(),
     );
     let outcome = match step.state {
         DeliveryState::Delivered => "delivered",
@@ -176,7 +175,7 @@ pub fn payload(delivery: &Delivery, timezone: Tz) -> Value {
             "sourceId": event.source.id,
             "paymentId": event.payment_id,
             "refundDateAdd": format_local_datetime(event.date_add, timezone),
-            "refundValue": exact_number(&event.amount),
+            "refundValue": crate::rest::exact_money(&event.amount),
             "refundStatus": event.status.as_str(),
             "refundDateConfirm": event
                 .date_confirm
@@ -188,14 +187,6 @@ pub fn payload(delivery: &Delivery, timezone: Tz) -> Value {
             "actor": event.caller,
         },
     })
-}
-
-/// An amount as a JSON number written exactly (`10.50`).
-fn exact_number(amount: &Money) -> Value {
-    let text = amount.to_decimal().to_string();
-    serde_json::from_str::<Number>(&text)
-        .map(Value::Number)
-        .unwrap_or(Value::String(text))
 }
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
@@ -329,15 +320,6 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || first == 0x2001 && v6.segments()[1] == 0x0db8)
         }
     }
-}
-
-/// 800–1200: spreads retries by ±20%.
-fn jitter_permille() -> i64 {
-    let mut bytes = [0u8; 2];
-    let random = getrandom::fill(&mut bytes)
-        .map(|()| u16::from_le_bytes(bytes))
-        .unwrap_or(0);
-    800 + i64::from(random % 401)
 }
 
 #[cfg(test)]

@@ -544,7 +544,7 @@ impl Params for QueryParams {
 }
 
 /// An amount as a JSON number written exactly (`10.50`, never a binary float).
-fn money(amount: &Money) -> Value {
+pub fn exact_money(amount: &Money) -> Value {
     let text = amount.to_decimal().to_string();
     serde_json::from_str::<Number>(&text)
         .map(Value::Number)
@@ -590,7 +590,7 @@ impl JsonOperation for GetPossibleAutoRefundsOp {
             .map(|possible| {
                 json!({
                     "paymentId": possible.payment_id,
-                    "value": money(&possible.value),
+                    "value": exact_money(&possible.value),
                     "refundType": if possible.full { "full" } else { "partial" },
                     "refundCurrency": possible.value.currency.code(),
                 })
@@ -608,7 +608,7 @@ impl JsonOperation for GetRefundStatusOp {
     fn result_json(status: &Self::Response, timezone: Tz) -> Map<String, Value> {
         result(json!({
             "refundDateAdd": format_local_datetime(status.date_add, timezone),
-            "refundValue": money(&status.value),
+            "refundValue": exact_money(&status.value),
             "refundStatus": status.status.as_str(),
             "refundDateConfirm": status.date_confirm.map(|at| format_local_datetime(at, timezone)).unwrap_or_default(),
             "refundExternalId": status.external_id.clone().unwrap_or_default(),
@@ -654,7 +654,7 @@ impl JsonOperation for RetrieveRefundsListOp {
                     "sourceId": refund.source.id,
                     // A string, as in IdoSell's schema (and its update/cancel requests).
                     "paymentId": refund.id.to_string(),
-                    "refundValue": money(&refund.amount),
+                    "refundValue": exact_money(&refund.amount),
                     "refundCurrency": refund.amount.currency.code(),
                 })
             })
