@@ -214,7 +214,6 @@ pub trait Ledger {
     /// Every refund of an order (for the order itself, its returns and its claims), oldest first.
     fn order_refunds(&mut self, order_id: i64) -> anyhow::Result<Vec<Refund>>;
     /// The hash of the chained entry at position `seq`.
-    fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>>;
     /// Refunds added at or after `since`, counted per UTC hour and current status.
     fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>>;
 }

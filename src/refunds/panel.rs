@@ -480,7 +480,11 @@ fn entries_verify(
         let before = if entry.seq <= 1 {
             Some(GENESIS.to_owned())
         } else {
-            ledger.audit_hash_at(entry.seq - 1)?
+            ledger
+                .audit_chain_from(entry.seq - 1, 1)?
+                .into_iter()
+                .find(|before| before.seq == entry.seq - 1)
+                .map(|before| before.hash)
         };
         if before.as_deref() != Some(entry.prev_hash.as_str()) {
             return Ok(false);

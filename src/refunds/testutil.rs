@@ -642,14 +642,6 @@ impl Ledger for MemoryLedger {
             .collect())
     }
 
-    fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .chain
-            .iter()
-            .find(|chained| chained.seq == seq)
-            .map(|chained| chained.hash.clone()))
-    }
-
     fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>> {
         let mut counts: BTreeMap<(Timestamp, &'static str), (RefundStatus, u64)> = BTreeMap::new();
         for refund in self.refunds.values().filter(|r| r.created_at >= since) {

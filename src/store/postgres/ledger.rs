@@ -207,7 +207,6 @@ pub const PURGE_SESSIONS: &str =
     "DELETE FROM admin_sessions WHERE last_seen_at < $1 OR created_at < $2";
 pub const PURGE_SIGN_IN_FAILURES: &str = "DELETE FROM admin_sign_in_failures WHERE at < $1";
 pub const ORDER_REFUNDS: &str = concat!(refund_select!(), " WHERE order_id = $1 ORDER BY id");
-pub const AUDIT_HASH_AT: &str = "SELECT hash FROM audit_log WHERE seq = $1";
 pub const HOURLY_REFUND_COUNTS: &str = "SELECT created_at / 3600 * 3600 AS hour, status, \
      count(*) FROM refunds WHERE created_at >= $1 GROUP BY hour, status ORDER BY hour";
 pub const WEBHOOK_PENDING: &str =
@@ -282,7 +281,6 @@ pub const STATEMENTS: &[&str] = &[
     PURGE_SESSIONS,
     PURGE_SIGN_IN_FAILURES,
     ORDER_REFUNDS,
-    AUDIT_HASH_AT,
     HOURLY_REFUND_COUNTS,
 ];
 
@@ -1057,13 +1055,6 @@ impl Ledger for PgLedger<'_> {
             .iter()
             .map(refund_from_row)
             .collect()
-    }
-
-    fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>> {
-        match self.query_opt(AUDIT_HASH_AT, &[&seq])? {
-            Some(row) => Ok(row.try_get(0)?),
-            None => Ok(None),
-        }
     }
 
     fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>> {

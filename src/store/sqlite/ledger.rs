@@ -22,6 +22,35 @@ pub struct SqliteLedger<'c> {
     pub connection: &'c Connection,
 }
 
+impl SqliteLedger<'_> {
+    /// A login's row `(login, secret, scopes)` from `sql`, its scopes parsed (`kind` names the
+    /// table's users in the error).
+    fn credentials_row(
+        &self,
+        sql: &str,
+        login: &str,
+        kind: &str,
+    ) -> anyhow::Result<Option<(String, String, Scopes)>> {
+        let row = self
+            .connection
+            .prepare_cached(sql)?
+            .query_row([login], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(login, secret, scopes)| {
+            let parsed = Scopes::parse(&scopes)
+                .with_context(|| format!("stored scopes '{scopes}' of {kind} {login}"))?;
+            Ok((login, secret, parsed))
+        })
+        .transpose()
+    }
+}
+
 fn currency(code: &str) -> rusqlite::Result<Currency> {
     Currency::parse(code).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -242,28 +271,14 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn api_user(&mut self, login: &str) -> anyhow::Result<Option<ApiUser>> {
-        let mut statement = self.connection.prepare_cached(
-            "SELECT login, password_sha1, scopes FROM api_users WHERE login = ?1",
-        )?;
-        let row = statement
-            .query_row([login], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .optional()?;
-        row.map(|(login, password_sha1_hex, scopes)| {
-            let scopes = Scopes::parse(&scopes)
-                .with_context(|| format!("stored scopes '{scopes}' of user {login}"))?;
-            Ok(ApiUser {
+        let sql = "SELECT login, password_sha1, scopes FROM api_users WHERE login = ?1";
+        Ok(self
+            .credentials_row(sql, login, "user")?
+            .map(|(login, password_sha1_hex, scopes)| ApiUser {
                 login,
                 password_sha1_hex,
                 scopes,
-            })
-        })
-        .transpose()
+            }))
     }
 
     fn api_key(&mut self, key_sha256: &str) -> anyhow::Result<Option<ApiKey>> {
@@ -776,29 +791,14 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn admin_user(&mut self, login: &str) -> anyhow::Result<Option<AdminUser>> {
-        let row = self
-            .connection
-            .prepare_cached(
-                "SELECT login, password_hash, scopes FROM admin_users WHERE login = ?1",
-            )?
-            .query_row([login], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .optional()?;
-        row.map(|(login, password_hash, scopes)| {
-            let scopes = Scopes::parse(&scopes)
-                .with_context(|| format!("stored scopes '{scopes}' of panel user {login}"))?;
-            Ok(AdminUser {
+        let sql = "SELECT login, password_hash, scopes FROM admin_users WHERE login = ?1";
+        Ok(self
+            .credentials_row(sql, login, "panel user")?
+            .map(|(login, password_hash, scopes)| AdminUser {
                 login,
                 password_hash,
                 scopes,
-            })
-        })
-        .transpose()
+            }))
     }
 
     fn create_session(&mut self, session: &AdminSession) -> anyhow::Result<()> {
@@ -900,14 +900,6 @@ impl Ledger for SqliteLedger<'_> {
             .prepare_cached(&sql)?
             .query_map([order_id], refund_from_row)?
             .collect::<Result<Vec<_>, _>>()?)
-    }
-
-    fn audit_hash_at(&mut self, seq: i64) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .connection
-            .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
-            .query_row([seq], |row| row.get(0))
-            .optional()?)
     }
 
     fn hourly_refund_counts(&mut self, since: Timestamp) -> anyhow::Result<Vec<HourlyRefundCount>> {
