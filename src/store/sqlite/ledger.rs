@@ -140,7 +140,7 @@ fn refund_from_row(row: &Row<'_>) -> rusqlite::Result<Refund> {
         status,
         details,
         created_at: row.get(13)?,
-        created_by: row.get(14)?,
+        caller: row.get(14)?,
         confirmed_at: row.get(15)?,
         external_id: row.get(16)?,
     })
@@ -348,7 +348,7 @@ impl Ledger for SqliteLedger<'_> {
             .execute(params![
                 link.seq,
                 entry.at,
-                entry.actor,
+                entry.caller,
                 entry.channel,
                 entry.operation,
                 entry.refund_id,
@@ -749,7 +749,7 @@ impl Ledger for SqliteLedger<'_> {
                 details.and_then(|d| d.account.as_deref()),
                 details.and_then(|d| d.client_account.as_deref()),
                 refund.created_at,
-                refund.created_by,
+                refund.caller,
             ])
             .context("inserting a refund")?;
         Ok(id)
@@ -937,7 +937,7 @@ pub(super) fn chained_from_row(row: &Row<'_>) -> rusqlite::Result<ChainedEntry> 
         seq: row.get(0)?,
         entry: AuditEntry {
             at: row.get(1)?,
-            actor: row.get(2)?,
+            caller: row.get(2)?,
             channel: row.get(3)?,
             operation: row.get(4)?,
             refund_id: row.get(5)?,
