@@ -417,15 +417,15 @@ impl Ledger for SqliteLedger<'_> {
 
     fn idempotent_answer(
         &mut self,
-        principal: &str,
+        caller: &str,
         key: &str,
     ) -> anyhow::Result<Option<(String, StoredResponse)>> {
         let mut statement = self.connection.prepare_cached(
             "SELECT request_hash, status, content_type, body FROM idempotency_keys
-             WHERE principal = ?1 AND key = ?2",
+             WHERE caller = ?1 AND key = ?2",
         )?;
         Ok(statement
-            .query_row([principal, key], |row| {
+            .query_row([caller, key], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     StoredResponse {
@@ -440,7 +440,7 @@ impl Ledger for SqliteLedger<'_> {
 
     fn remember_answer(
         &mut self,
-        principal: &str,
+        caller: &str,
         key: &str,
         request_digest: &str,
         answer: &StoredResponse,
@@ -448,10 +448,10 @@ impl Ledger for SqliteLedger<'_> {
     ) -> anyhow::Result<()> {
         self.connection
             .prepare_cached(
-                "INSERT INTO idempotency_keys (principal, key, request_hash, status, content_type, body, created_at)
+                "INSERT INTO idempotency_keys (caller, key, request_hash, status, content_type, body, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![principal, key, request_digest, answer.status, answer.content_type, answer.body, now])
+            .execute(params![caller, key, request_digest, answer.status, answer.content_type, answer.body, now])
             .context("remembering an idempotent answer")?;
         Ok(())
     }
@@ -464,7 +464,7 @@ impl Ledger for SqliteLedger<'_> {
     ) -> anyhow::Result<()> {
         self.connection
             .prepare_cached(
-                "DELETE FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND created_at <= ?3",
+                "DELETE FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND created_at <= ?3",
             )?
             .execute(params![caller, key, at])
             .context("forgetting an expired idempotent answer")?;
