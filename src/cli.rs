@@ -611,7 +611,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
                     "#{} {} {} via {} {}: {} {} -> {} {} {} (request {})",
                     chained.seq,
                     format_local_datetime(entry.at, timezone),
-                    entry.actor,
+                    entry.caller,
                     entry.channel,
                     entry.operation,
                     entry.status_before.as_deref().unwrap_or("-"),

@@ -63,7 +63,7 @@ fn refund_json(proven: &ProvenRefund) -> Value {
         "status": refund.status.as_str(),
         "amount": money_json(refund.amount),
         "createdAt": refund.created_at,
-        "createdBy": refund.created_by,
+        "createdBy": refund.caller,
         "confirmedAt": refund.confirmed_at,
         "externalId": refund.external_id,
         "history": proven.history.iter().map(chained_json).collect::<Vec<_>>(),
@@ -83,7 +83,7 @@ fn chained_json(chained: &ChainedEntry) -> Value {
 fn entry_json(entry: &AuditEntry) -> Value {
     json!({
         "at": entry.at,
-        "actor": entry.actor,
+        "actor": entry.caller,
         "channel": entry.channel,
         "operation": entry.operation,
         "refundId": entry.refund_id,
@@ -164,7 +164,7 @@ fn refund_from_json(value: &Value) -> anyhow::Result<ProvenRefund> {
                 .with_context(|| format!("unknown status '{status}'"))?,
             details: None,
             created_at: integer(refund, "createdAt")?,
-            created_by: text(refund, "createdBy")?,
+            caller: text(refund, "createdBy")?,
             confirmed_at: optional_integer(refund, "confirmedAt")?,
             external_id: optional_text(refund, "externalId")?,
         },
@@ -193,7 +193,7 @@ fn entry_from_json(value: &Value) -> anyhow::Result<AuditEntry> {
     let entry = object(value, "audit entry")?;
     Ok(AuditEntry {
         at: integer(entry, "at")?,
-        actor: text(entry, "actor")?,
+        caller: text(entry, "actor")?,
         channel: text(entry, "channel")?,
         operation: text(entry, "operation")?,
         refund_id: integer(entry, "refundId")?,

@@ -169,7 +169,7 @@ struct Row {
     amount_value: String,
     currency: String,
     added: String,
-    added_by: String,
+    caller: String,
     asking_cancel: bool,
     editing: bool,
     problem: Option<String>,
@@ -312,7 +312,7 @@ pub fn list(
             amount_value: refund.amount.to_decimal().to_string(),
             currency: refund.amount.currency.code().to_owned(),
             added: format_local_datetime(refund.created_at, timezone),
-            added_by: refund.created_by.clone(),
+            caller: refund.caller.clone(),
             asking_cancel: view.asking_cancel == Some(refund.id),
             editing: view.editing == Some(refund.id),
             problem: row_problem
@@ -498,7 +498,7 @@ pub fn source(
 
 struct HistoryRow {
     at: String,
-    actor: String,
+    caller: String,
     channel: String,
     operation: String,
     status: String,
@@ -537,7 +537,7 @@ pub fn refund(session: &PanelSession, history: &RefundHistory, timezone: Tz) -> 
             },
         ),
         ("Added", when(Some(refund.created_at))),
-        ("Added by", refund.created_by.clone()),
+        ("Added by", refund.caller.clone()),
         ("Confirmed", when(refund.confirmed_at)),
         (
             "Operator's refund id",
@@ -579,7 +579,7 @@ pub fn refund(session: &PanelSession, history: &RefundHistory, timezone: Tz) -> 
             .iter()
             .map(|entry| HistoryRow {
                 at: format_local_datetime(entry.at, timezone),
-                actor: entry.actor.clone(),
+                caller: entry.caller.clone(),
                 channel: entry.channel.clone(),
                 operation: entry.operation.clone(),
                 status: format!(

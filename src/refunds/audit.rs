@@ -44,7 +44,9 @@ impl Channel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub at: Timestamp,
-    pub actor: String,
+    /// The caller that made the change (its `Caller::login`; stored as `actor`, and published
+    /// as `actor` in ledger proofs and webhook events).
+    pub caller: String,
     pub channel: String,
     pub operation: String,
     pub refund_id: MovementId,
@@ -141,7 +143,7 @@ pub fn entry_hash(prev_hash: &str, entry: &AuditEntry) -> String {
     };
     field(prev_hash);
     field(&entry.at.to_string());
-    field(&entry.actor);
+    field(&entry.caller);
     field(&entry.channel);
     field(&entry.operation);
     field(&entry.refund_id.to_string());
@@ -196,7 +198,7 @@ mod tests {
     fn entry(refund_id: i64, amount: i64) -> AuditEntry {
         AuditEntry {
             at: 1,
-            actor: "tester".into(),
+            caller: "tester".into(),
             channel: "soap".into(),
             operation: "addManualRefund".into(),
             refund_id,
@@ -254,9 +256,9 @@ mod tests {
     fn fields_cannot_slide_into_each_other() {
         let mut a = entry(20, 100);
         let mut b = entry(20, 100);
-        a.actor = "ab".into();
+        a.caller = "ab".into();
         a.channel = "c".into();
-        b.actor = "a".into();
+        b.caller = "a".into();
         b.channel = "bc".into();
         assert_ne!(entry_hash(GENESIS, &a), entry_hash(GENESIS, &b));
     }

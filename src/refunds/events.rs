@@ -113,7 +113,7 @@ impl RefundEvent {
                     date_confirm: refund.confirmed_at,
                     external_id: refund.external_id.clone(),
                     channel: entry.channel.clone(),
-                    caller: entry.actor.clone(),
+                    caller: entry.caller.clone(),
                 })
             })
             .collect()

@@ -153,10 +153,14 @@ pub struct RefundsPage {
     pub refunds: Vec<Refund>,
 }
 
-/// Who is calling, once authenticated, and through which door.
+/// The caller: who performs an operation, once authenticated, and through which door. What the
+/// ledger records as the caller of a change (a refund's and an audit entry's `caller`, the owner
+/// of an idempotency key) is its `login`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The legacy login, `key:{name}` for an API key, or the system part acting.
+    /// The name the caller acts under: a legacy user's login, `key:{name}` for an API key,
+    /// `panel:{login}` for a panel user, or the part of the service acting (`outbox:{operator}`,
+    /// `operator:{name}`). Never shared: a legacy login never contains `:`.
     pub login: String,
     pub scopes: Scopes,
     pub channel: Channel,

@@ -31,7 +31,7 @@ pub const MAX_FAILURES_PER_LOGIN: u32 = 5;
 /// Failed sign-ins from one address within the window (guessing across many logins).
 pub const MAX_FAILURES_PER_ADDRESS: u32 = 20;
 
-/// The audit actor and idempotency owner of a panel user: `panel:{login}`, so a panel user is
+/// The caller login of a panel user (what the audit trail and idempotency keys record): `panel:{login}`, so a panel user is
 /// never taken for a legacy API user of the same name (by maker-checker, say).
 pub fn panel_caller_login(login: &str) -> String {
     format!("panel:{login}")

@@ -55,7 +55,7 @@ pub(super) fn append(
 ) -> Result<(), RefundError> {
     let entry = AuditEntry {
         at: change.now,
-        actor: change.caller.login.clone(),
+        caller: change.caller.login.clone(),
         channel: change.caller.channel.as_str().to_owned(),
         operation: change.operation.to_owned(),
         refund_id,
@@ -202,7 +202,7 @@ pub(super) fn add_automatic_refund(
                 },
                 details: None,
                 created_at: change.now,
-                created_by: change.caller.login.clone(),
+                caller: change.caller.login.clone(),
             },
         )?;
         first_id.get_or_insert(id);
@@ -254,7 +254,7 @@ pub(super) fn add_automatic_refund_for_order(
             amount,
             details: None,
             created_at: change.now,
-            created_by: change.caller.login.clone(),
+            caller: change.caller.login.clone(),
         },
     )
 }
@@ -285,7 +285,7 @@ pub(super) fn add_manual_refund(
             amount,
             details: Some(request.details.clone()),
             created_at: change.now,
-            created_by: change.caller.login.clone(),
+            caller: change.caller.login.clone(),
         },
     )
 }
@@ -389,7 +389,7 @@ pub(super) fn confirm_refund(
     if refund.status != RefundStatus::New {
         return Err(not_new(&refund));
     }
-    if require_second_approver && refund.created_by == change.caller.login {
+    if require_second_approver && refund.caller == change.caller.login {
         return Err(RefundError::SecondApproverRequired(refund.id));
     }
     let status = match refund.method {

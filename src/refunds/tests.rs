@@ -441,7 +441,7 @@ fn the_ledger_refuses_an_over_refund_whatever_the_rules_did() {
         amount: pln(minor),
         details: None,
         created_at: 0,
-        created_by: "bug".to_owned(),
+        caller: "bug".to_owned(),
     };
     ledger.reserve_refund(&refund(100_00)).expect("all of it");
     let error = ledger

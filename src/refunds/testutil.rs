@@ -224,7 +224,7 @@ impl Ledger for MemoryLedger {
             status: RefundStatus::New,
             details: refund.details.clone(),
             created_at: refund.created_at,
-            created_by: refund.created_by.clone(),
+            caller: refund.caller.clone(),
             confirmed_at: None,
             external_id: None,
         };

@@ -168,7 +168,9 @@ pub struct Refund {
     pub status: RefundStatus,
     pub details: Option<ManualDetails>,
     pub created_at: Timestamp,
-    pub created_by: String,
+    /// The caller that added it (its `Caller::login`; stored as `created_by`, published as
+    /// `createdBy` in ledger proofs). Maker-checker compares it with the confirming caller.
+    pub caller: String,
     pub confirmed_at: Option<Timestamp>,
     pub external_id: Option<String>,
 }
@@ -182,7 +184,8 @@ pub struct NewRefund {
     pub amount: Money,
     pub details: Option<ManualDetails>,
     pub created_at: Timestamp,
-    pub created_by: String,
+    /// The caller adding it.
+    pub caller: String,
 }
 
 /// A legacy API user. The legacy key scheme needs `sha1(password)` to check keys, so that is

@@ -247,10 +247,10 @@ async fn a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimpo
     assert_nothing_lost(&database.path, &acknowledged);
 }
 
-/// Issue 12, item 5: a legacy login named like an API key's principal (`key:rt`) must never
+/// Issue 12, item 5: a legacy login named like an API key's caller login (`key:rt`) must never
 /// share that key's idempotency keys or audit name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_legacy_login_cannot_take_an_api_keys_principal() {
+async fn a_legacy_login_cannot_take_an_api_keys_caller_login() {
     let database = TestDatabase::with_shop(BIG_SHOP);
     let run = |args: &[&str]| {
         crate::support::gateway()

@@ -467,7 +467,7 @@ fn refund_from_row(row: &Row) -> anyhow::Result<Refund> {
         status,
         details,
         created_at: row.try_get(13)?,
-        created_by: row.try_get(14)?,
+        caller: row.try_get(14)?,
         confirmed_at: row.try_get(15)?,
         external_id: row.try_get(16)?,
     })
@@ -510,7 +510,7 @@ pub(super) fn api_key_from_row(row: &Row) -> anyhow::Result<ApiKey> {
 pub(super) fn audit_entry_from_row(row: &Row, first: usize) -> anyhow::Result<AuditEntry> {
     Ok(AuditEntry {
         at: row.try_get(first)?,
-        actor: row.try_get(first + 1)?,
+        caller: row.try_get(first + 1)?,
         channel: row.try_get(first + 2)?,
         operation: row.try_get(first + 3)?,
         refund_id: row.try_get(first + 4)?,
@@ -741,7 +741,7 @@ impl Ledger for PgLedger<'_> {
             APPEND_AUDIT,
             &[
                 &entry.at,
-                &entry.actor,
+                &entry.caller,
                 &entry.channel,
                 &entry.operation,
                 &entry.refund_id,
@@ -1194,7 +1194,7 @@ impl Ledger for PgLedger<'_> {
                 &details.and_then(|d| d.account.as_deref()),
                 &details.and_then(|d| d.client_account.as_deref()),
                 &refund.created_at,
-                &refund.created_by,
+                &refund.caller,
             ],
         )
         .context("inserting a refund")?;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_refunded_claims_keep_identity.sql"),
     include_str!("migrations/0012_logins_without_colon.sql"),
     include_str!("migrations/0013_admin.sql"),
+    include_str!("migrations/0014_idempotency_caller.sql"),
 ];
 
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
@@ -78,6 +79,63 @@ mod tests {
     use rusqlite::params;
 
     use super::*;
+    use crate::refunds::audit;
+    use crate::refunds::ledger::Ledger as _;
+    use crate::store::sqlite::ledger::SqliteLedger;
+    use crate::store::sqlite::maintenance::audit_entries;
+
+    /// A ledger written by schema 13, when an idempotency key's owner was `principal` and
+    /// before the Rust field of the audit entry was renamed `caller`: migration 0014 keeps its
+    /// stored answer (found under its caller, so a retry is still replayed) and its audit
+    /// chain (the hash covers the values, not the field names, so the hashes written then
+    /// still verify; they are pinned here as schema 13 wrote them).
+    #[test]
+    fn a_schema_13_ledger_keeps_its_idempotent_answers_and_its_audit_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut connection = open_writer(&dir.path().join("schema-13.db")).unwrap();
+        for migration in &MIGRATIONS[..13] {
+            connection.execute_batch(migration).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 13).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO idempotency_keys (principal, key, request_hash, status,
+                     content_type, body, created_at)
+                 VALUES ('key:rt', 'retry-1', 'digest', 200, 'application/json', X'7B7D', 0);
+                 INSERT INTO audit_log (at, actor, channel, operation, refund_id, status_before,
+                     status_after, amount_before, amount_after, currency, request_id,
+                     prev_hash, hash)
+                 VALUES (1764800000, 'key:rt', 'rest', 'addManualRefund', 10, NULL, 'New',
+                     NULL, 5000, 'PLN', 'r-1',
+                     '0000000000000000000000000000000000000000000000000000000000000000',
+                     '19b812c5cd894ec905ba59880caac033e64507eff79389fa4e9d41abd192a454'),
+                    (1764800060, 'panel:clerk', 'admin', 'confirmRefund', 10, 'New',
+                     'Completed', 5000, 5000, 'PLN', NULL,
+                     '19b812c5cd894ec905ba59880caac033e64507eff79389fa4e9d41abd192a454',
+                     'b10e54b084ee61985d6b625de8089514bd085f6b19d9cb6f0ec75b875c69ff5d');",
+            )
+            .unwrap();
+
+        migrate(&mut connection).unwrap();
+
+        let answer = SqliteLedger {
+            connection: &connection,
+        }
+        .idempotent_answer("key:rt", "retry-1")
+        .unwrap()
+        .expect("the stored answer is found under its caller");
+        assert_eq!(answer.0, "digest");
+        assert_eq!(answer.1.body, b"{}");
+        let entries = audit_entries(&mut connection, None).unwrap();
+        assert_eq!(
+            entries
+                .iter()
+                .map(|chained| chained.entry.caller.as_str())
+                .collect::<Vec<_>>(),
+            ["key:rt", "panel:clerk"]
+        );
+        assert_eq!(audit::verify(entries), Ok(2));
+    }
 
     /// A ledger made before the kept counts (schema 4) gets them filled from its refunds, and
     /// the rewritten triggers go on keeping its totals.

@@ -140,7 +140,7 @@ fn refund_from_row(row: &Row<'_>) -> rusqlite::Result<Refund> {
         status,
         details,
         created_at: row.get(13)?,
-        created_by: row.get(14)?,
+        caller: row.get(14)?,
         confirmed_at: row.get(15)?,
         external_id: row.get(16)?,
     })
@@ -348,7 +348,7 @@ impl Ledger for SqliteLedger<'_> {
             .execute(params![
                 link.seq,
                 entry.at,
-                entry.actor,
+                entry.caller,
                 entry.channel,
                 entry.operation,
                 entry.refund_id,
@@ -417,15 +417,15 @@ impl Ledger for SqliteLedger<'_> {
 
     fn idempotent_answer(
         &mut self,
-        principal: &str,
+        caller: &str,
         key: &str,
     ) -> anyhow::Result<Option<(String, StoredResponse)>> {
         let mut statement = self.connection.prepare_cached(
             "SELECT request_hash, status, content_type, body FROM idempotency_keys
-             WHERE principal = ?1 AND key = ?2",
+             WHERE caller = ?1 AND key = ?2",
         )?;
         Ok(statement
-            .query_row([principal, key], |row| {
+            .query_row([caller, key], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     StoredResponse {
@@ -440,7 +440,7 @@ impl Ledger for SqliteLedger<'_> {
 
     fn remember_answer(
         &mut self,
-        principal: &str,
+        caller: &str,
         key: &str,
         request_digest: &str,
         answer: &StoredResponse,
@@ -448,10 +448,10 @@ impl Ledger for SqliteLedger<'_> {
     ) -> anyhow::Result<()> {
         self.connection
             .prepare_cached(
-                "INSERT INTO idempotency_keys (principal, key, request_hash, status, content_type, body, created_at)
+                "INSERT INTO idempotency_keys (caller, key, request_hash, status, content_type, body, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![principal, key, request_digest, answer.status, answer.content_type, answer.body, now])
+            .execute(params![caller, key, request_digest, answer.status, answer.content_type, answer.body, now])
             .context("remembering an idempotent answer")?;
         Ok(())
     }
@@ -464,7 +464,7 @@ impl Ledger for SqliteLedger<'_> {
     ) -> anyhow::Result<()> {
         self.connection
             .prepare_cached(
-                "DELETE FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND created_at <= ?3",
+                "DELETE FROM idempotency_keys WHERE caller = ?1 AND key = ?2 AND created_at <= ?3",
             )?
             .execute(params![caller, key, at])
             .context("forgetting an expired idempotent answer")?;
@@ -749,7 +749,7 @@ impl Ledger for SqliteLedger<'_> {
                 details.and_then(|d| d.account.as_deref()),
                 details.and_then(|d| d.client_account.as_deref()),
                 refund.created_at,
-                refund.created_by,
+                refund.caller,
             ])
             .context("inserting a refund")?;
         Ok(id)
@@ -937,7 +937,7 @@ pub(super) fn chained_from_row(row: &Row<'_>) -> rusqlite::Result<ChainedEntry> 
         seq: row.get(0)?,
         entry: AuditEntry {
             at: row.get(1)?,
-            actor: row.get(2)?,
+            caller: row.get(2)?,
             channel: row.get(3)?,
             operation: row.get(4)?,
             refund_id: row.get(5)?,
