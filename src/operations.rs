@@ -153,67 +153,71 @@ fn request_digest(
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-/// The wire names of all operations, in the order the WSDL lists them.
-pub const OPERATION_NAMES: [&str; 9] = [
-    AddAutomaticRefundOp::NAME,
-    AddAutomaticRefundForOrderOp::NAME,
-    AddManualRefundOp::NAME,
-    GetPossibleAutoRefundsOp::NAME,
-    GetRefundStatusOp::NAME,
-    UpdateRefundOp::NAME,
-    ConfirmRefundOp::NAME,
-    CancelRefundOp::NAME,
-    RetrieveRefundsListOp::NAME,
-];
-
-/// Expands to a `match` of `$name` over the nine operation names that awaits
-/// `$handler::<TheOperation>($args…)`, and evaluates `$unknown` for any other name. Every face
-/// dispatches through this one list.
+/// The one list of the operations, in the order the WSDL lists them. Everything else that lists
+/// operations is generated from it: their marker types (below), [`OPERATION_NAMES`], the
+/// dispatch of every face and the REST routes (`rest::ROUTES`). Adding an operation means adding
+/// its marker type here and writing its `impl Operation`; the faces' response impls
+/// (`soap::SoapOperation`, `rest::JsonOperation`) follow, because the dispatch does not compile
+/// without them. A test compares the list with the WSDL (names and order) and the routes with the
+/// OpenAPI document.
+///
+/// - `operations!(map Op => expression)`: an array of `expression` evaluated once per operation,
+///   in the list's order, with `Op` naming that operation's marker type (usable in constants).
+/// - `operations!(dispatch name, handler(args…), unknown => fallback)`: a `match` of `name` over
+///   the operations' names that awaits `handler::<TheOperation>(args…)`, and evaluates
+///   `fallback` for any other name.
 #[macro_export]
-macro_rules! dispatch_operation {
-    ($name:expr, $handler:ident($($arg:expr),* $(,)?), unknown => $unknown:expr) => {
+macro_rules! operations {
+    (@list $($then:tt)*) => {
+        $crate::operations! { @$($then)* [
+            AddAutomaticRefundOp,
+            AddAutomaticRefundForOrderOp,
+            AddManualRefundOp,
+            GetPossibleAutoRefundsOp,
+            GetRefundStatusOp,
+            UpdateRefundOp,
+            ConfirmRefundOp,
+            CancelRefundOp,
+            RetrieveRefundsListOp,
+        ] }
+    };
+    (map $alias:ident => $body:expr) => {
+        $crate::operations!(@list map_each ($alias => $body))
+    };
+    (dispatch $name:expr, $handler:ident $args:tt, unknown => $unknown:expr $(,)?) => {
+        $crate::operations!(@list dispatch_each ($name, $handler $args, $unknown))
+    };
+    (@markers () [$($operation:ident,)*]) => {
+        $(
+            #[doc = concat!("The operation `", stringify!($operation), "` of the registry.")]
+            pub struct $operation;
+        )*
+    };
+    (@map_each ($alias:ident => $body:expr) [$($operation:ident,)*]) => {
+        [$({
+            type $alias = $crate::operations::$operation;
+            $body
+        }),*]
+    };
+    (@dispatch_each ($name:expr, $handler:ident $args:tt, $unknown:expr) [$($operation:ident,)*]) => {
         match $name {
-            <$crate::operations::AddAutomaticRefundOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::AddAutomaticRefundOp>($($arg),*).await
-            }
-            <$crate::operations::AddAutomaticRefundForOrderOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::AddAutomaticRefundForOrderOp>($($arg),*).await
-            }
-            <$crate::operations::AddManualRefundOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::AddManualRefundOp>($($arg),*).await
-            }
-            <$crate::operations::GetPossibleAutoRefundsOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::GetPossibleAutoRefundsOp>($($arg),*).await
-            }
-            <$crate::operations::GetRefundStatusOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::GetRefundStatusOp>($($arg),*).await
-            }
-            <$crate::operations::UpdateRefundOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::UpdateRefundOp>($($arg),*).await
-            }
-            <$crate::operations::ConfirmRefundOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::ConfirmRefundOp>($($arg),*).await
-            }
-            <$crate::operations::CancelRefundOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::CancelRefundOp>($($arg),*).await
-            }
-            <$crate::operations::RetrieveRefundsListOp as $crate::operations::Operation>::NAME => {
-                $handler::<$crate::operations::RetrieveRefundsListOp>($($arg),*).await
-            }
+            $(
+                <$crate::operations::$operation as $crate::operations::Operation>::NAME => {
+                    $handler::<$crate::operations::$operation> $args.await
+                }
+            )*
             _ => $unknown,
         }
     };
 }
 
-pub struct AddAutomaticRefundOp;
-pub struct AddAutomaticRefundForOrderOp;
-pub struct AddManualRefundOp;
-pub struct GetPossibleAutoRefundsOp;
-pub struct GetRefundStatusOp;
-pub struct UpdateRefundOp;
-pub struct ConfirmRefundOp;
-pub struct CancelRefundOp;
-pub struct RetrieveRefundsListOp;
+crate::operations!(@list markers ());
+
+/// How many operations there are.
+pub const OPERATION_COUNT: usize = crate::operations!(map Op => Op::NAME).len();
+
+/// The wire names of all operations, in the order the WSDL lists them.
+pub const OPERATION_NAMES: [&str; OPERATION_COUNT] = crate::operations!(map Op => Op::NAME);
 
 impl Operation for AddAutomaticRefundOp {
     const NAME: &'static str = "addAutomaticRefund";

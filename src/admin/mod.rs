@@ -429,9 +429,9 @@ impl Done for bool {
     fn done(&self, operation: &str, refund_id: Option<i64>) -> (Option<i64>, String) {
         let id = refund_id.unwrap_or_default();
         let what = match operation {
-            "confirmRefund" => format!("Refund {id} confirmed."),
-            "cancelRefund" => format!("Refund {id} canceled."),
-            "updateRefund" => format!("Amount of refund {id} changed."),
+            ConfirmRefundOp::NAME => format!("Refund {id} confirmed."),
+            CancelRefundOp::NAME => format!("Refund {id} canceled."),
+            UpdateRefundOp::NAME => format!("Amount of refund {id} changed."),
             _ => format!("Refund {id} changed."),
         };
         (refund_id, what)

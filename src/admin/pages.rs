@@ -11,6 +11,7 @@ use hyper::{Response, StatusCode};
 use super::{ActionOutcome, LIST_PAGE_SIZE, Reply};
 use crate::clock::format_local_datetime;
 use crate::money::{Currency, Money, minor_to_decimal};
+use crate::operations::{AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, Operation as _};
 use crate::refunds::panel::{
     CHART_STATUSES, DayCounts, Found, PanelSession, RefundHistory, SourceOverview, new_form_token,
 };
@@ -469,9 +470,9 @@ pub fn source(
             })
             .collect(),
         automatic_operation: if at.source_type == SourceType::Order {
-            "addAutomaticRefundForOrder"
+            AddAutomaticRefundForOrderOp::NAME
         } else {
-            "addAutomaticRefund"
+            AddAutomaticRefundOp::NAME
         },
         automatic_hidden: base(session)?,
         manual_hidden: base(session)?,

@@ -86,9 +86,10 @@ pub struct RetrieveRefundsList {
 
 pub const MAX_RESULTS_LIMIT: u32 = 100;
 
-/// The furthest offset into the refunds list that is read on the request's own thread; pages
-/// beyond it go to a blocking thread (see [`Store::scan`]). SQLite steps over the rows before a
-/// page at about 30 ns each here, so the longest inline page read stays near 150 µs.
+/// The furthest offset into the refunds list that is read as a short read
+/// (`LedgerStore::read`, on the request's own thread where the adapter allows it); pages beyond
+/// it are a scan (`LedgerStore::scan`, off the async threads). SQLite steps over the rows before
+/// a page at about 30 ns each here, so the longest short page read stays near 150 µs.
 const SHORT_READ_OFFSET: u64 = 5_000;
 
 impl RetrieveRefundsList {

@@ -15,8 +15,9 @@ use crate::clock::format_local_datetime;
 use crate::money::Money;
 use crate::operations::{
     AddAutomaticRefundForOrderOp, AddAutomaticRefundOp, AddManualRefundOp, CallContext,
-    CancelRefundOp, ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, OPERATION_NAMES,
-    Operation, Params, RetrieveRefundsListOp, Scalar, UpdateRefundOp, call, legacy_credentials,
+    CancelRefundOp, ConfirmRefundOp, GetPossibleAutoRefundsOp, GetRefundStatusOp, OPERATION_COUNT,
+    OPERATION_NAMES, Operation, Params, RetrieveRefundsListOp, Scalar, UpdateRefundOp, call,
+    legacy_credentials,
 };
 use crate::refunds::{
     Answer, Channel, Credentials, Origin, RefundError, RefundService, StoredResponse,
@@ -177,46 +178,17 @@ pub trait JsonOperation: Operation {
 }
 
 /// Each operation's REST verb and path segment; the OpenAPI document must list exactly these.
-/// The nine IdoSell operations, then this service's own `ledgerProof`.
-pub const ROUTES: [(&str, &str); 10] = [
-    (
-        AddAutomaticRefundOp::NAME,
-        <AddAutomaticRefundOp as JsonOperation>::METHOD,
-    ),
-    (
-        AddAutomaticRefundForOrderOp::NAME,
-        <AddAutomaticRefundForOrderOp as JsonOperation>::METHOD,
-    ),
-    (
-        AddManualRefundOp::NAME,
-        <AddManualRefundOp as JsonOperation>::METHOD,
-    ),
-    (
-        GetPossibleAutoRefundsOp::NAME,
-        <GetPossibleAutoRefundsOp as JsonOperation>::METHOD,
-    ),
-    (
-        GetRefundStatusOp::NAME,
-        <GetRefundStatusOp as JsonOperation>::METHOD,
-    ),
-    (
-        UpdateRefundOp::NAME,
-        <UpdateRefundOp as JsonOperation>::METHOD,
-    ),
-    (
-        ConfirmRefundOp::NAME,
-        <ConfirmRefundOp as JsonOperation>::METHOD,
-    ),
-    (
-        CancelRefundOp::NAME,
-        <CancelRefundOp as JsonOperation>::METHOD,
-    ),
-    (
-        RetrieveRefundsListOp::NAME,
-        <RetrieveRefundsListOp as JsonOperation>::METHOD,
-    ),
-    (ledger_proof::NAME, "GET"),
-];
+/// The operations of the registry, in its order, then this service's own `ledgerProof`.
+pub const ROUTES: [(&str, &str); OPERATION_COUNT + 1] = {
+    let operations = crate::operations!(map Op => (Op::NAME, <Op as JsonOperation>::METHOD));
+    let mut routes = [(ledger_proof::NAME, "GET"); OPERATION_COUNT + 1];
+    let mut index = 0;
+    while index < OPERATION_COUNT {
+        routes[index] = operations[index];
+        index += 1;
+    }
+    routes
+};
 
 /// A REST call as the server hands it over.
 pub struct RestCall<'a> {
@@ -236,8 +208,8 @@ pub async fn handle_rest(service: &RefundService, call: RestCall<'_>) -> JsonRep
     if call.operation == ledger_proof::NAME {
         return ledger_proof::handle(service, &call).await;
     }
-    crate::dispatch_operation!(
-        call.operation,
+    crate::operations!(
+        dispatch call.operation,
         rest(service, &call),
         unknown => not_found(call.operation)
     )
@@ -368,8 +340,8 @@ pub struct GateCall<'a> {
 /// `result`/`results` out, HTTP 200 for every business outcome (as the SOAP gate), 422 for a
 /// body that is not a JSON object, 404 for an unknown operation.
 pub async fn handle_gate(service: &RefundService, call: GateCall<'_>) -> JsonReply {
-    crate::dispatch_operation!(
-        call.operation,
+    crate::operations!(
+        dispatch call.operation,
         gate(service, &call),
         unknown => not_found(call.operation)
     )

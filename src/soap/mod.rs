@@ -82,8 +82,8 @@ pub async fn handle(service: &RefundService, call: SoapCall<'_>, limits: &XmlLim
         Some(key) => Some(Credentials::ApiKey(key.to_owned())),
         None => legacy_credentials(&envelope.operation).map(Credentials::Legacy),
     };
-    crate::dispatch_operation!(
-        envelope.operation.name.as_str(),
+    crate::operations!(
+        dispatch envelope.operation.name.as_str(),
         dispatch(service, &envelope, credentials, &call),
         unknown => {
             let name: String = envelope.operation.name.chars().take(64).collect();

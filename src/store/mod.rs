@@ -13,6 +13,13 @@
 //! [`open`] picks the adapter from the `--db` value: a `postgres://` or `postgresql://` URL is
 //! PostgreSQL, anything else a path to an SQLite file. [`Maintenance`] is what the command line
 //! does beside a running service (import, users, keys, the audit trail, the outbox, backups).
+//!
+//! Another adapter changes nothing under `refunds/`: it implements [`LedgerStore`] and
+//! `Ledger` keeping the contract written on them (choosing, through
+//! `LedgerStore::audit_sealing`, whether it chains audit entries in the business transaction or
+//! leaves them to a sealer), implements [`Maintenance`], and gets a [`Database`] variant with
+//! its arms in [`Database::parse`], [`open`] and [`maintenance`]. The in-memory double the rules
+//! are unit-tested over (`refunds::testutil`) is such an implementation of the port.
 
 pub mod postgres;
 pub mod sqlite;
