@@ -290,16 +290,26 @@ impl TestLedger {
 
     /// Runs `sql` (one or more statements) on the ledger, as someone with the database would.
     pub fn execute(&self, sql: &str) {
+        if let Err(error) = self.try_execute(sql) {
+            panic!("{sql}: {error}");
+        }
+    }
+
+    /// [`TestLedger::execute`], returning the database's refusal (its message) instead.
+    pub fn try_execute(&self, sql: &str) -> Result<(), String> {
         match &self.database {
             Database::Sqlite(path) => rusqlite::Connection::open(path)
                 .expect("open ledger")
                 .execute_batch(sql)
-                .expect(sql),
+                .map_err(|error| error.to_string()),
             Database::Postgres(url) => off_runtime(|| {
                 postgres::Client::connect(url, postgres::NoTls)
                     .expect("connect to the test database")
                     .batch_execute(sql)
-                    .expect(sql)
+                    .map_err(|error| match error.as_db_error() {
+                        Some(refusal) => refusal.message().to_owned(),
+                        None => error.to_string(),
+                    })
             }),
         }
     }
