@@ -1,5 +1,6 @@
-//! Concurrent requests never over-refund: the writer serializes them, and the ledger's guard
-//! triggers would refuse an over-refund even if the service layer let one through.
+//! Concurrent requests never over-refund: SQLite's one writer or PostgreSQL's row locks
+//! serialize them (the race runs on both), and SQLite's guard triggers would refuse an
+//! over-refund even if the service layer let one through (PostgreSQL's: `postgresql`).
 
 use crate::support::{
     Backend, TestDatabase, TestLedger, TestServer, client, element_text, on_both_backends, post,
