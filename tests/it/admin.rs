@@ -4,18 +4,29 @@
 
 use refunds_gateway::refunds::panel::admin_user;
 use refunds_gateway::refunds::types::Scopes;
-use refunds_gateway::store::{self, Database};
+use refunds_gateway::store;
 
-use crate::support::{TestDatabase, TestServer, fixed_now, test_config};
+use crate::support::{
+    Backend, LedgerAt, TestLedger, TestServer, fixed_now, off_runtime, on_both_backends,
+    verify_once_chained,
+};
 
 const COOKIE: &str = "__Host-refunds-panel";
 
-pub fn add_panel_user(database: &std::path::Path, login: &str, password: &str, scopes: Scopes) {
+pub fn add_panel_user(
+    ledger: &(impl LedgerAt + ?Sized),
+    login: &str,
+    password: &str,
+    scopes: Scopes,
+) {
     let user = admin_user(login, password, scopes).expect("panel user");
-    store::maintenance(&Database::Sqlite(database.to_owned()))
-        .expect("open database")
-        .put_admin_user(&user, fixed_now())
-        .expect("save panel user");
+    let database = ledger.database();
+    off_runtime(|| {
+        store::maintenance(&database)
+            .expect("open database")
+            .put_admin_user(&user, fixed_now())
+            .expect("save panel user")
+    });
 }
 
 /// A client that shows redirects instead of following them and keeps no cookies of its own.
@@ -210,13 +221,6 @@ async fn page(response: reqwest::Response) -> Page {
     }
 }
 
-fn count(database: &std::path::Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(database)
-        .expect("open")
-        .query_row(sql, [], |row| row.get(0))
-        .expect("count")
-}
-
 /// Adds a manual refund of `amount` PLN to order 2001 through the panel's source page.
 async fn add_manual_refund(panel: &Panel, amount: &str, account: &str) -> Page {
     let (posted, shown) = panel
@@ -238,19 +242,19 @@ async fn add_manual_refund(panel: &Panel, amount: &str, account: &str) -> Page {
     shown
 }
 
-fn newest_refund(database: &std::path::Path) -> i64 {
-    count(database, "SELECT max(id) FROM refunds")
+fn newest_refund(ledger: &TestLedger) -> i64 {
+    ledger.count("SELECT max(id) FROM refunds")
 }
 
-#[tokio::test]
-async fn panel_actions_are_the_registry_operations_with_the_panel_user_as_caller() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(panel_actions_are_the_registry_operations_with_the_panel_user_as_caller);
+async fn panel_actions_are_the_registry_operations_with_the_panel_user_as_caller(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start_with(ledger.config()).await;
     let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
 
     let shown = add_manual_refund(&panel, "12.50", "PL61 1090").await;
-    let refund = newest_refund(&database.path);
+    let refund = newest_refund(&ledger);
     assert!(
         shown.body.contains(&format!("Refund {refund} added.")),
         "{}",
@@ -296,29 +300,25 @@ async fn panel_actions_are_the_registry_operations_with_the_panel_user_as_caller
             .contains(&format!(">Confirm refund {refund}</button>"))
     );
 
-    let trail = rusqlite::Connection::open(&database.path)
-        .expect("open")
-        .prepare(
-            "SELECT actor, channel, operation FROM audit_log WHERE refund_id = ?1 ORDER BY seq",
-        )
-        .expect("prepare")
-        .query_map([refund], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
+    verify_once_chained(&ledger).await;
+    let shown = crate::support::gateway()
+        .args(["audit", "show", "--db"])
+        .arg(ledger.db_arg())
+        .args(["--refund", &refund.to_string()])
+        .output()
+        .expect("audit show");
+    let trail: Vec<String> = String::from_utf8_lossy(&shown.stdout)
+        .lines()
+        .map(|line| {
+            let at = line
+                .find("panel:")
+                .unwrap_or_else(|| panic!("no caller in {line}"));
+            // "{caller} via {face} {operation}: {before} -> {after} …"
+            line[at..].split(": ").next().unwrap_or_default().to_owned()
         })
-        .expect("query")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("rows");
-    let expected = ["addManualRefund", "updateRefund", "confirmRefund"].map(|operation| {
-        (
-            "panel:clerk".to_owned(),
-            "admin".to_owned(),
-            operation.to_owned(),
-        )
-    });
+        .collect();
+    let expected = ["addManualRefund", "updateRefund", "confirmRefund"]
+        .map(|operation| format!("panel:clerk via admin {operation}"));
     assert_eq!(trail, expected);
 
     // The refund page shows the history with who and through which face, and the chain.
@@ -333,11 +333,11 @@ async fn panel_actions_are_the_registry_operations_with_the_panel_user_as_caller
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_double_submitted_form_runs_its_operation_once() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(a_double_submitted_form_runs_its_operation_once);
+async fn a_double_submitted_form_runs_its_operation_once(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start_with(ledger.config()).await;
     let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
     let page = panel.get("/admin/orders/2001").await;
     let mut fields = page.form_of("Add manual refund");
@@ -352,28 +352,25 @@ async fn a_double_submitted_form_runs_its_operation_once() {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let before = count(&database.path, "SELECT count(*) FROM refunds");
+    let before = ledger.count("SELECT count(*) FROM refunds");
     let first = panel.post("/admin/actions/addManualRefund", &fields).await;
     let second = panel.post("/admin/actions/addManualRefund", &fields).await;
     assert_eq!((first.status, second.status), (303, 303));
     assert_eq!(first.location(), second.location());
-    assert_eq!(
-        count(&database.path, "SELECT count(*) FROM refunds"),
-        before + 1
-    );
+    assert_eq!(ledger.count("SELECT count(*) FROM refunds"), before + 1);
     server.stop().await;
 }
 
-#[tokio::test]
-async fn business_errors_show_the_api_message_next_to_the_row() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
-    let mut config = test_config(&database.path);
+on_both_backends!(business_errors_show_the_api_message_next_to_the_row);
+async fn business_errors_show_the_api_message_next_to_the_row(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
+    let mut config = ledger.config();
     config.require_second_approver = true;
     let server = TestServer::start_with(config).await;
     let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
     add_manual_refund(&panel, "20.00", "-").await;
-    let refund = newest_refund(&database.path);
+    let refund = newest_refund(&ledger);
 
     // Maker-checker: the panel user who added it may not confirm it (4021).
     let (_, shown) = panel
@@ -409,10 +406,9 @@ async fn business_errors_show_the_api_message_next_to_the_row() {
     );
     assert!(shown.body.contains("(faultCode 4003)"));
     assert_eq!(
-        count(
-            &database.path,
-            &format!("SELECT amount_minor FROM refunds WHERE id = {refund}")
-        ),
+        ledger.count(&format!(
+            "SELECT amount_minor FROM refunds WHERE id = {refund}"
+        )),
         2000
     );
 
@@ -424,10 +420,9 @@ async fn business_errors_show_the_api_message_next_to_the_row() {
             .contains(&format!(">Yes, cancel refund {refund}</button>"))
     );
     assert_eq!(
-        count(
-            &database.path,
-            &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")
-        ),
+        ledger.count(&format!(
+            "SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'"
+        )),
         1,
         "asking changes nothing"
     );
@@ -446,20 +441,20 @@ async fn business_errors_show_the_api_message_next_to_the_row() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_panel_user_without_the_scope_is_refused() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
+on_both_backends!(a_panel_user_without_the_scope_is_refused);
+async fn a_panel_user_without_the_scope_is_refused(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
     let writer = Scopes {
         read: true,
         write: true,
         confirm: false,
     };
-    add_panel_user(&database.path, "junior", "junior-pw", writer);
-    let server = TestServer::start(&database.path).await;
+    add_panel_user(&ledger, "junior", "junior-pw", writer);
+    let server = TestServer::start_with(ledger.config()).await;
     let clerk = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
     add_manual_refund(&clerk, "5.00", "-").await;
-    let refund = newest_refund(&database.path);
+    let refund = newest_refund(&ledger);
     let junior = Panel::sign_in(&server.base, "junior", "junior-pw").await;
     let (posted, _) = junior
         .press("/admin", &format!("Confirm refund {refund}"), &[])
@@ -471,20 +466,19 @@ async fn a_panel_user_without_the_scope_is_refused() {
         posted.body
     );
     assert_eq!(
-        count(
-            &database.path,
-            &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")
-        ),
+        ledger.count(&format!(
+            "SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'"
+        )),
         1
     );
     server.stop().await;
 }
 
-#[tokio::test]
-async fn every_panel_answer_carries_the_security_headers() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(every_panel_answer_carries_the_security_headers);
+async fn every_panel_answer_carries_the_security_headers(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start_with(ledger.config()).await;
     let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
     let anonymous = get(&panel.http, &server.base, None, "/admin/login").await;
     for page in [
@@ -520,14 +514,14 @@ async fn every_panel_answer_carries_the_security_headers() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn forged_and_cross_site_posts_change_nothing() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(forged_and_cross_site_posts_change_nothing);
+async fn forged_and_cross_site_posts_change_nothing(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start_with(ledger.config()).await;
     let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
     add_manual_refund(&panel, "5.00", "-").await;
-    let refund = newest_refund(&database.path);
+    let refund = newest_refund(&ledger);
     let list = panel.get("/admin").await;
     let fields = list.form_of(&format!("Confirm refund {refund}"));
     let without_csrf: Vec<(&str, &str)> = fields
@@ -575,10 +569,9 @@ async fn forged_and_cross_site_posts_change_nothing() {
         assert_eq!(page.status, 403, "{why}: {}", page.body);
     }
     assert_eq!(
-        count(
-            &database.path,
-            &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")
-        ),
+        ledger.count(&format!(
+            "SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'"
+        )),
         1
     );
     let login = post(
@@ -594,24 +587,21 @@ async fn forged_and_cross_site_posts_change_nothing() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_signed_out_session_no_longer_works() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(a_signed_out_session_no_longer_works);
+async fn a_signed_out_session_no_longer_works(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start_with(ledger.config()).await;
     let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
     add_manual_refund(&panel, "5.00", "-").await;
-    let refund = newest_refund(&database.path);
+    let refund = newest_refund(&ledger);
     let list = panel.get("/admin").await;
     let confirm = list.form_of(&format!("Confirm refund {refund}"));
     let csrf = list.field("csrf");
     let signed_out = panel.post("/admin/logout", &[("csrf", &csrf)]).await;
     assert_eq!(signed_out.status, 303);
     assert_eq!(signed_out.location(), "/admin/login");
-    assert_eq!(
-        count(&database.path, "SELECT count(*) FROM admin_sessions"),
-        0
-    );
+    assert_eq!(ledger.count("SELECT count(*) FROM admin_sessions"), 0);
 
     let again = panel.get("/admin").await;
     assert_eq!((again.status, again.location()), (303, "/admin/login"));
@@ -622,20 +612,19 @@ async fn a_signed_out_session_no_longer_works() {
     let posted = panel.post("/admin/actions/confirmRefund", &fields).await;
     assert_eq!((posted.status, posted.location()), (303, "/admin/login"));
     assert_eq!(
-        count(
-            &database.path,
-            &format!("SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'")
-        ),
+        ledger.count(&format!(
+            "SELECT count(*) FROM refunds WHERE id = {refund} AND status = 'New'"
+        )),
         1
     );
     server.stop().await;
 }
 
-#[tokio::test]
-async fn failed_sign_ins_are_throttled_per_login() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(failed_sign_ins_are_throttled_per_login);
+async fn failed_sign_ins_are_throttled_per_login(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = browser();
     for _ in 0..5 {
         let page = post(
@@ -668,20 +657,20 @@ async fn failed_sign_ins_are_throttled_per_login() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn ledger_values_are_escaped_in_every_page() {
+on_both_backends!(ledger_values_are_escaped_in_every_page);
+async fn ledger_values_are_escaped_in_every_page(backend: Backend) {
     let shop = std::fs::read_to_string(crate::support::fixtures_dir().join("test-shop.json"))
         .expect("test shop")
         .replace(
             "\"PAYU-11\"",
             "\"<script>alert('tx')</script>\\\" javascript:alert(1)\"",
         );
-    let database = TestDatabase::with_shop(&shop);
-    add_panel_user(&database.path, "<b>clerk</b>", "clerk-pw", Scopes::ALL);
-    let server = TestServer::start(&database.path).await;
+    let ledger = TestLedger::with_shop(backend, &shop);
+    add_panel_user(&ledger, "<b>clerk</b>", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start_with(ledger.config()).await;
     let panel = Panel::sign_in(&server.base, "<b>clerk</b>", "clerk-pw").await;
     add_manual_refund(&panel, "5.00", "<script>alert('account')</script>").await;
-    let refund = newest_refund(&database.path);
+    let refund = newest_refund(&ledger);
     for path in [
         "/admin".to_owned(),
         "/admin/orders/2001".to_owned(),
@@ -716,11 +705,11 @@ async fn ledger_values_are_escaped_in_every_page() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn automatic_refunds_are_added_from_an_order_and_a_return() {
-    let database = TestDatabase::with_test_shop();
-    add_panel_user(&database.path, "clerk", "clerk-pw", Scopes::ALL);
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(automatic_refunds_are_added_from_an_order_and_a_return);
+async fn automatic_refunds_are_added_from_an_order_and_a_return(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    add_panel_user(&ledger, "clerk", "clerk-pw", Scopes::ALL);
+    let server = TestServer::start_with(ledger.config()).await;
     let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
 
     // Order 2001: payment 11 (200.00 PLN, refundable by its operator).
@@ -732,7 +721,7 @@ async fn automatic_refunds_are_added_from_an_order_and_a_return() {
         )
         .await;
     assert_eq!(posted.status, 303, "{}", posted.body);
-    let refund = newest_refund(&database.path);
+    let refund = newest_refund(&ledger);
     assert!(
         shown.body.contains(&format!("Refund {refund} added.")),
         "{}",
@@ -750,7 +739,7 @@ async fn automatic_refunds_are_added_from_an_order_and_a_return() {
         .press("/admin/returns/601", "Add automatic refund", &[])
         .await;
     assert!(posted.location().starts_with("/admin/returns/601?result="));
-    let refund = newest_refund(&database.path);
+    let refund = newest_refund(&ledger);
     assert!(
         shown
             .body
@@ -759,73 +748,12 @@ async fn automatic_refunds_are_added_from_an_order_and_a_return() {
         shown.body
     );
     assert_eq!(
-        count(
-            &database.path,
-            &format!(
-                "SELECT count(*) FROM refunds WHERE id = {refund} AND source_type = 'return'
+        ledger.count(&format!(
+            "SELECT count(*) FROM refunds WHERE id = {refund} AND source_type = 'return'
                  AND source_id = 601 AND method = 'automatic' AND amount_minor = 4000
                  AND created_by = 'panel:clerk'"
-            ),
-        ),
+        ),),
         1
     );
     server.stop().await;
-}
-
-/// The panel on PostgreSQL: users, sessions and actions live in the shared database.
-#[test]
-fn the_panel_signs_in_adds_confirms_and_signs_out_on_postgres() {
-    let Some(cluster) = crate::postgresql::cluster() else {
-        return;
-    };
-    let database = Database::Postgres(cluster.fresh_database());
-    let user = admin_user("clerk", "clerk-pw", Scopes::ALL).expect("panel user");
-    store::maintenance(&database)
-        .expect("open database")
-        .put_admin_user(&user, fixed_now())
-        .expect("save panel user");
-    crate::postgresql::runtime().block_on(async {
-        let server = TestServer::start_with(crate::support::test_config_on(database)).await;
-        let panel = Panel::sign_in(&server.base, "clerk", "clerk-pw").await;
-        add_manual_refund(&panel, "5.00", "PL61").await;
-        let list = panel.get("/admin").await;
-        let at = list
-            .body
-            .find("Confirm refund ")
-            .expect("a refund awaits approval")
-            + "Confirm refund ".len();
-        let refund: i64 = list.body[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .expect("refund id");
-        let (posted, _) = panel
-            .press("/admin", &format!("Confirm refund {refund}"), &[])
-            .await;
-        assert_eq!(posted.status, 303, "{}", posted.body);
-        let status = crate::support::rest_request(
-            &reqwest::Client::new(),
-            &server.base,
-            crate::support::TEST_API_KEY,
-            reqwest::Method::GET,
-            "getRefundStatus",
-            &serde_json::json!({"sourceType": "order", "sourceId": 2001, "paymentId": refund}),
-        )
-        .send()
-        .await
-        .expect("send")
-        .json::<serde_json::Value>()
-        .await
-        .expect("JSON");
-        assert_eq!(status["result"]["refundStatus"], "Completed", "{status}");
-        let history = panel.get(&format!("/admin/refunds/{refund}")).await;
-        assert!(history.body.contains("panel:clerk"), "{}", history.body);
-        let csrf = panel.get("/admin").await.field("csrf");
-        let signed_out = panel.post("/admin/logout", &[("csrf", &csrf)]).await;
-        assert_eq!(signed_out.status, 303);
-        let again = panel.get("/admin").await;
-        assert_eq!((again.status, again.location()), (303, "/admin/login"));
-        server.stop().await;
-    });
 }

@@ -1,14 +1,16 @@
-//! Concurrent requests never over-refund: the writer serializes them, and the ledger's guard
-//! triggers would refuse an over-refund even if the service layer let one through.
+//! Concurrent requests never over-refund: SQLite's one writer or PostgreSQL's row locks
+//! serialize them (the race runs on both), and SQLite's guard triggers would refuse an
+//! over-refund even if the service layer let one through (PostgreSQL's: `postgresql`).
 
 use crate::support::{
-    TestDatabase, TestServer, client, element_text, post, soap11, soap11_headers,
+    Backend, TestDatabase, TestLedger, TestServer, client, element_text, on_both_backends, post,
+    soap11, soap11_headers,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_parallel_adds_never_exceed_what_was_paid() {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(fifty_parallel_adds_never_exceed_what_was_paid, multi_thread);
+async fn fifty_parallel_adds_never_exceed_what_was_paid(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let url = format!("{}/soap/refunds", server.base);
     // Order 2001 was paid 250.00 (200.00 by payment 11, which can refund automatically, and
@@ -41,42 +43,24 @@ async fn fifty_parallel_adds_never_exceed_what_was_paid() {
         "exactly the paid 250.00 is reserved"
     );
 
-    let connection = rusqlite::Connection::open(&database.path).expect("open ledger");
-    let (paid, refunded): (i64, i64) = connection
-        .query_row(
-            "SELECT paid_minor, refunded_minor FROM orders WHERE id = 2001",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .expect("order totals");
+    let paid = ledger.count("SELECT paid_minor FROM orders WHERE id = 2001");
+    let refunded = ledger.count("SELECT refunded_minor FROM orders WHERE id = 2001");
     assert_eq!((paid, refunded), (25_000, 25_000));
-    let live_sum: i64 = connection
-        .query_row("SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE order_id = 2001 AND status IN ('New','Processing','Completed')", [], |row| row.get(0))
-        .expect("sum of refunds");
+    let live_sum = ledger.count("SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE order_id = 2001 AND status IN ('New','Processing','Completed')");
     assert_eq!(
         live_sum, refunded,
         "the running total equals the refunds' sum"
     );
-    let (payment_amount, payment_refunded): (i64, i64) = connection
-        .query_row(
-            "SELECT amount_minor, refunded_minor FROM payments WHERE id = 11",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .expect("payment totals");
+    let payment_amount = ledger.count("SELECT amount_minor FROM payments WHERE id = 11");
+    let payment_refunded = ledger.count("SELECT refunded_minor FROM payments WHERE id = 11");
     assert!(payment_refunded <= payment_amount);
-    let automatic_sum: i64 = connection
-        .query_row("SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = 11 AND status IN ('New','Processing','Completed')", [], |row| row.get(0))
-        .expect("sum of automatic refunds");
+    let automatic_sum = ledger.count("SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = 11 AND status IN ('New','Processing','Completed')");
     assert_eq!(automatic_sum, payment_refunded);
-    crate::support::assert_ledger_consistent(&database.path);
-    let new_for_orders: i64 = connection
-        .query_row(
-            "SELECT n FROM refund_counts WHERE source_type = 'order' AND status = 'New'",
-            [],
-            |row| row.get(0),
-        )
-        .expect("kept count");
+    crate::support::assert_ledger_consistent(&ledger);
+    // PostgreSQL keeps the count in shards; their sum is the count.
+    let new_for_orders = ledger.count(
+        "SELECT coalesce(sum(n), 0) FROM refund_counts WHERE source_type = 'order' AND status = 'New'",
+    );
     assert_eq!(new_for_orders, 25, "the 25 accepted refunds are counted");
 }
 

@@ -5,24 +5,27 @@
 //! Runs the binary cargo built for the tests; `REFUNDS_GATEWAY_BIN` points it at another build
 //! (CI passes the release binary).
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::operators::{Reply, SECRET, Script, TestOperator};
-use crate::support::{Running, ServeProcess, client, gateway, rest_request};
+use crate::support::{
+    Backend, Running, ServeProcess, TestLedger, client, gateway, on_both_backends, rest_request,
+};
 
 const REFUNDS: i64 = 200;
 
 /// Starts `serve` on a free port with the operators file; returns the process and its address.
-fn serve(database: &Path, operators: &Path) -> (Running, String) {
+fn serve(database: &OsStr, operators: &Path) -> (Running, String) {
     let operators = operators.to_str().expect("a UTF-8 path");
     let gateway = ServeProcess::start(database, &["--operators", operators]);
     (gateway.process, gateway.address)
 }
 
-fn run(args: &[&str], database: &Path) -> String {
+fn run(args: &[&str], database: &OsStr) -> String {
     let output = gateway()
         .args(args)
         .arg("--db")
@@ -60,10 +63,15 @@ pub async fn rest(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
+on_both_backends!(
+    kill_9_while_sending_then_restart_refunds_each_exactly_once,
+    multi_thread
+);
+async fn kill_9_while_sending_then_restart_refunds_each_exactly_once(backend: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let database = dir.path().join("crash.db");
+    // Created and migrated by `import` below.
+    let ledger = TestLedger::empty(backend);
+    let database = ledger.db_arg();
     let orders: Vec<Value> = (1..=REFUNDS)
         .map(|n| {
             json!({"orderId": 5000 + n, "currency": "PLN", "payments": [{"paymentId": 6000 + n, "amount": "50.00", "currency": "PLN",
@@ -239,8 +247,7 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         REFUNDS
     );
 
-    let ledger = rusqlite::Connection::open(&database).expect("open ledger");
-    let check = |sql: &str| -> i64 { ledger.query_row(sql, [], |row| row.get(0)).expect(sql) };
+    let check = |sql: &str| ledger.count(sql);
     assert_eq!(
         check(
             "SELECT count(*) FROM refunds WHERE status = 'Completed' AND external_id = 'OP-' || id"
@@ -251,9 +258,12 @@ async fn kill_9_while_sending_then_restart_refunds_each_exactly_once() {
         check("SELECT count(*) FROM outbox WHERE state <> 'done'"),
         0
     );
-    crate::support::assert_ledger_consistent(&database);
+    crate::support::assert_ledger_consistent(&ledger);
+    // PostgreSQL keeps the count in shards; their sum is the count.
     assert_eq!(
-        check("SELECT n FROM refund_counts WHERE source_type = 'order' AND status = 'Completed'"),
+        check(
+            "SELECT sum(n) FROM refund_counts WHERE source_type = 'order' AND status = 'Completed'"
+        ),
         REFUNDS
     );
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    ServeProcess, TEST_API_KEY, TestDatabase, assert_nothing_lost, client, rest_request,
+    Backend, ServeProcess, TEST_API_KEY, TestDatabase, TestLedger, assert_nothing_lost, client,
+    on_both_backends, rest_request,
 };
 
 /// A shop with one large order, so that thousands of small manual refunds fit in it.
@@ -100,13 +101,13 @@ async fn a_deleted_wal_stops_the_service_without_losing_or_reissuing_ids() {
 }
 
 /// Runs `refunds-gateway import FILE` on `database` with `document`; its success and stderr.
-fn import(database: &Path, document: &Value) -> (bool, String) {
+fn import(ledger: &TestLedger, document: &Value) -> (bool, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("shop.json");
     std::fs::write(&file, document.to_string()).expect("write shop");
     let output = crate::support::gateway()
         .args(["import", "--db"])
-        .arg(database)
+        .arg(ledger.db_arg())
         .arg(&file)
         .output()
         .expect("run import");
@@ -143,10 +144,15 @@ async fn add_claim_refund(
     .expect("JSON")
 }
 
+on_both_backends!(
+    a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimport,
+    multi_thread
+);
 /// Issue 12, item 3: once a return or claim has refunds, re-importing it onto another order or
 /// currency, or below what is refunded, rejects the whole file and names the entry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimport() {
+async fn a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimport(
+    backend: Backend,
+) {
     let order = |id: i64, currency: &str, payment: i64, amount: &str| {
         json!({"orderId": id, "currency": currency, "fulfilled": false, "payments": [{
             "paymentId": payment, "amount": amount, "currency": currency, "paymentFormId": 2,
@@ -157,8 +163,8 @@ async fn a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimpo
         "returns": [{"returnId": 9601, "orderId": 9002, "value": "30.00", "currency": "EUR"}],
         "rmas": [{"rmaId": 9701, "orderId": 9002, "value": "20.00", "currency": "EUR"}],
     });
-    let database = TestDatabase::with_shop(&shop.to_string());
-    let gateway = ServeProcess::start(&database.path, &[]);
+    let ledger = TestLedger::with_shop(backend, &shop.to_string());
+    let gateway = ServeProcess::start(ledger.db_arg(), &[]);
     let http = client();
     let mut acknowledged = Vec::new();
     for (source_type, id, value) in [("return", 9601, "30.00"), ("rma", 9701, "20.00")] {
@@ -188,51 +194,46 @@ async fn a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimpo
         ),
     ];
     for (document, message) in refused {
-        let (imported, stderr) = import(&database.path, &document);
+        let (imported, stderr) = import(&ledger, &document);
         assert!(!imported, "refused: {document}");
         assert!(
             stderr.contains(message),
             "names the entry and why: {stderr}"
         );
     }
-    let ledger = rusqlite::Connection::open(&database.path).expect("open ledger");
-    let row = |sql: &str| -> String {
-        ledger
-            .query_row(sql, [], |row| row.get::<_, String>(0))
-            .expect(sql)
-    };
     assert_eq!(
-        row(
-            "SELECT order_id || ' ' || value_minor || ' ' || currency FROM returns WHERE id = 9601"
+        ledger.count(
+            "SELECT count(*) FROM returns WHERE id = 9601 AND order_id = 9002 AND value_minor = 3000 AND currency = 'EUR'"
         ),
-        "9002 3000 EUR"
+        1,
+        "the return keeps its order, value and currency"
     );
     assert_eq!(
-        row("SELECT order_id || ' ' || value_minor || ' ' || currency FROM rmas WHERE id = 9701"),
-        "9002 2000 EUR"
+        ledger.count(
+            "SELECT count(*) FROM rmas WHERE id = 9701 AND order_id = 9002 AND value_minor = 2000 AND currency = 'EUR'"
+        ),
+        1,
+        "the claim keeps its order, value and currency"
     );
     assert_eq!(
-        row("SELECT fulfilled || '' FROM orders WHERE id = 9003"),
-        "0",
+        ledger.count("SELECT count(*) FROM orders WHERE id = 9003 AND fulfilled"),
+        0,
         "the whole file was rejected"
     );
     // The schema refuses it too, whatever code path writes.
-    let moved = ledger.execute(
-        "UPDATE returns SET order_id = 9003, currency = 'PLN' WHERE id = 9601",
-        [],
-    );
+    let moved =
+        ledger.try_execute("UPDATE returns SET order_id = 9003, currency = 'PLN' WHERE id = 9601");
     assert!(
         moved
             .as_ref()
-            .is_err_and(|error| error.to_string().contains("keeps its order and currency")),
+            .is_err_and(|error| error.contains("keeps its order and currency")),
         "{moved:?}"
     );
-    drop(ledger);
 
     // Raising the value on the same order and currency still imports, and the rest can be
     // refunded in the return's own currency only.
     let (imported, stderr) = import(
-        &database.path,
+        &ledger,
         &claims(this_return(9002, "40.00", "EUR"), json!([])),
     );
     assert!(
@@ -244,19 +245,22 @@ async fn a_refunded_return_or_claim_keeps_its_order_currency_and_value_on_reimpo
     let eur = add_claim_refund(&http, &gateway.address, "return", 9601, "10.00", "EUR").await;
     acknowledged.push(eur["result"]["refundId"].as_i64().expect("refund added"));
     gateway.stop();
-    assert_nothing_lost(&database.path, &acknowledged);
+    assert_nothing_lost(&ledger, &acknowledged);
 }
 
+on_both_backends!(
+    a_legacy_login_cannot_take_an_api_keys_caller_login,
+    multi_thread
+);
 /// Issue 12, item 5: a legacy login named like an API key's caller login (`key:rt`) must never
 /// share that key's idempotency keys or audit name.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_legacy_login_cannot_take_an_api_keys_caller_login() {
-    let database = TestDatabase::with_shop(BIG_SHOP);
+async fn a_legacy_login_cannot_take_an_api_keys_caller_login(backend: Backend) {
+    let ledger = TestLedger::with_shop(backend, BIG_SHOP);
     let run = |args: &[&str]| {
         crate::support::gateway()
             .args(args)
             .arg("--db")
-            .arg(&database.path)
+            .arg(ledger.db_arg())
             .output()
             .expect("run")
     };
@@ -273,20 +277,19 @@ async fn a_legacy_login_cannot_take_an_api_keys_caller_login() {
         .expect("utf-8")
         .trim()
         .to_owned();
-    // A login stored by a version that still took it.
-    {
-        let ledger = rusqlite::Connection::open(&database.path).expect("open ledger");
-        ledger
-            .execute_batch(&format!(
-                "DROP TRIGGER IF EXISTS api_users_login_without_colon;
-                 INSERT INTO api_users (login, password_sha1, scopes, created_at)
-                 VALUES ('key:rt', '{}', 'read,write,confirm', 0);",
-                refunds_gateway::refunds::password_sha1_hex("pw")
-            ))
-            .expect("store the old login");
-    }
+    // A login stored by a version that still took it (past today's schema rule).
+    let lift_the_rule = match backend {
+        Backend::Sqlite => "DROP TRIGGER IF EXISTS api_users_login_without_colon;",
+        Backend::Postgres => "ALTER TABLE api_users DROP CONSTRAINT api_users_login_without_colon;",
+    };
+    ledger.execute(&format!(
+        "{lift_the_rule}
+         INSERT INTO api_users (login, password_sha1, scopes, created_at)
+         VALUES ('key:rt', '{}', 'read,write,confirm', 0);",
+        refunds_gateway::refunds::password_sha1_hex("pw")
+    ));
 
-    let gateway = ServeProcess::start(&database.path, &[]);
+    let gateway = ServeProcess::start(ledger.db_arg(), &[]);
     let http = client();
     let params = json!({"sourceType": "order", "sourceId": 9100, "refundValue": "0.01",
         "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}});
@@ -337,15 +340,18 @@ async fn a_legacy_login_cannot_take_an_api_keys_caller_login() {
         "the login 'key:rt' is not let in, let alone given key rt's answer: {by_login}"
     );
     gateway.stop();
-    assert_nothing_lost(&database.path, &[refund]);
+    assert_nothing_lost(&ledger, &[refund]);
 }
 
+on_both_backends!(
+    an_idempotent_retry_matches_the_amount_by_value_not_spelling,
+    multi_thread
+);
 /// Issue 12, item 6: a retry under the same idempotency key replays the first answer whatever
 /// the spelling of its amount (`"1.00"`, `"1.0"`, `1`, `1e0`); another amount is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idempotent_retry_matches_the_amount_by_value_not_spelling() {
-    let database = TestDatabase::with_shop(BIG_SHOP);
-    let gateway = ServeProcess::start(&database.path, &[]);
+async fn an_idempotent_retry_matches_the_amount_by_value_not_spelling(backend: Backend) {
+    let ledger = TestLedger::with_shop(backend, BIG_SHOP);
+    let gateway = ServeProcess::start(ledger.db_arg(), &[]);
     let http = client();
     let add = |value: Value| {
         let params = json!({"sourceType": "order", "sourceId": 9100, "refundValue": value,
@@ -393,12 +399,12 @@ async fn an_idempotent_retry_matches_the_amount_by_value_not_spelling() {
     );
 
     gateway.stop();
-    assert_nothing_lost(&database.path, &[refund]);
-    let ledger = rusqlite::Connection::open(&database.path).expect("open ledger");
-    let refunds: i64 = ledger
-        .query_row("SELECT count(*) FROM refunds", [], |row| row.get(0))
-        .expect("count");
-    assert_eq!(refunds, 1, "the retries added nothing");
+    assert_nothing_lost(&ledger, &[refund]);
+    assert_eq!(
+        ledger.count("SELECT count(*) FROM refunds"),
+        1,
+        "the retries added nothing"
+    );
 }
 
 /// A client whose connections leave from `address` (any of 127.0.0.0/8), so that a test can
@@ -447,12 +453,15 @@ async fn gate_status_call(
     (status, response.json().await.expect("JSON"))
 }
 
+on_both_backends!(
+    failed_authentications_are_throttled_per_login_and_per_address,
+    multi_thread
+);
 /// Issue 12, item 4: failed authentications are throttled per login and per client address,
 /// with a clear fault at once; other logins and addresses are served meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_authentications_are_throttled_per_login_and_per_address() {
-    let database = TestDatabase::with_shop(BIG_SHOP);
-    let gateway = ServeProcess::start(&database.path, &[]);
+async fn failed_authentications_are_throttled_per_login_and_per_address(backend: Backend) {
+    let ledger = TestLedger::with_shop(backend, BIG_SHOP);
+    let gateway = ServeProcess::start(ledger.db_arg(), &[]);
     let address = gateway.address.clone();
     let guesser = client_from("127.0.0.3");
     let wrong = "0".repeat(40);
@@ -520,7 +529,7 @@ async fn failed_authentications_are_throttled_per_login_and_per_address() {
         .await
         .expect("a well-behaved client is served");
     gateway.stop();
-    assert_nothing_lost(&database.path, &[refund]);
+    assert_nothing_lost(&ledger, &[refund]);
 }
 
 /// Issue 12, item 4: a wrong key costs the same whether the login exists or not. Measured at
@@ -919,12 +928,12 @@ async fn too_many_namespaces_get_our_words_and_the_log_gets_the_parsers() {
     assert_nothing_lost(&database.path, &[]);
 }
 
+on_both_backends!(an_idempotency_ttl_of_zero_replays_nothing, multi_thread);
 /// Issue 12, smaller: `--idempotency-ttl-hours 0` keeps no key, even before the next purge: a
 /// second call under the same key is a new request, not a replay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idempotency_ttl_of_zero_replays_nothing() {
-    let database = TestDatabase::with_shop(BIG_SHOP);
-    let gateway = ServeProcess::start(&database.path, &["--idempotency-ttl-hours", "0"]);
+async fn an_idempotency_ttl_of_zero_replays_nothing(backend: Backend) {
+    let ledger = TestLedger::with_shop(backend, BIG_SHOP);
+    let gateway = ServeProcess::start(ledger.db_arg(), &["--idempotency-ttl-hours", "0"]);
     let http = client();
     let mut acknowledged = Vec::new();
     for _ in 0..2 {
@@ -951,7 +960,7 @@ async fn an_idempotency_ttl_of_zero_replays_nothing() {
     }
     gateway.stop();
     assert_ne!(acknowledged[0], acknowledged[1], "two refunds");
-    assert_nothing_lost(&database.path, &acknowledged);
+    assert_nothing_lost(&ledger, &acknowledged);
 }
 
 /// Issue 12, smaller: `serve` opens and migrates its database before it says it is listening,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use refunds_gateway::refunds::ledger::{AuditSealing, LedgerFuture, LedgerStore, LedgerWork};
 
 use crate::support::{
-    TestDatabase, TestServer, client, element_text, post, soap11, soap11_headers,
+    Backend, TestDatabase, TestLedger, TestServer, client, element_text, off_runtime,
+    on_both_backends, post, soap11, soap11_headers,
 };
 
 async fn still_answers(server: &TestServer) {
@@ -217,10 +218,10 @@ async fn slow_clients_are_cut_off_and_idle_connections_do_not_starve_others() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn hostile_bodies_are_refused_and_text_is_stored_verbatim() {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(hostile_bodies_are_refused_and_text_is_stored_verbatim);
+async fn hostile_bodies_are_refused_and_text_is_stored_verbatim(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let url = format!("{}/soap/refunds", server.base);
     let send = |body: Vec<u8>, encoding: Option<&'static str>| {
@@ -283,12 +284,8 @@ async fn hostile_bodies_are_refused_and_text_is_stored_verbatim() {
     );
     still_answers(&server).await;
     server.stop().await;
-    let ledger = rusqlite::Connection::open(&database.path).expect("open");
-    let (account, client_account): (String, String) = ledger
-        .query_row("SELECT account, client_account FROM refunds", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .expect("the refunds table is still there");
+    let account = ledger.text("SELECT account FROM refunds");
+    let client_account = ledger.text("SELECT client_account FROM refunds");
     assert_eq!(
         (account.as_str(), client_account.as_str()),
         (sneaky, "\" OR 1=1 --")
@@ -296,7 +293,7 @@ async fn hostile_bodies_are_refused_and_text_is_stored_verbatim() {
 }
 
 /// A storage adapter that panics on its first short read (outside any transaction it could
-/// catch) and otherwise is the real SQLite store: the panic reaches the request's handler.
+/// catch) and otherwise is the real store: the panic reaches the request's handler.
 struct PanickingReads {
     inner: std::sync::Arc<dyn LedgerStore>,
     armed: std::sync::atomic::AtomicBool,
@@ -323,11 +320,12 @@ impl LedgerStore for PanickingReads {
     }
 }
 
-#[tokio::test]
-async fn a_panic_in_a_handler_becomes_a_fault_not_a_dropped_connection() {
-    let database = TestDatabase::with_test_shop();
-    let config = crate::support::test_config(&database.path);
-    let store = refunds_gateway::store::open(&config.database).expect("open the store");
+on_both_backends!(a_panic_in_a_handler_becomes_a_fault_not_a_dropped_connection);
+async fn a_panic_in_a_handler_becomes_a_fault_not_a_dropped_connection(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let config = ledger.config();
+    let store =
+        off_runtime(|| refunds_gateway::store::open(&config.database).expect("open the store"));
     let store = std::sync::Arc::new(PanickingReads {
         inner: store,
         armed: std::sync::atomic::AtomicBool::new(true),

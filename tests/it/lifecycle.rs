@@ -2,7 +2,8 @@
 //! status; add → cancel; list with paging.
 
 use crate::support::{
-    Answer, TEST_LOGIN, TestDatabase, TestServer, client, element_text, post, test_key,
+    Answer, Backend, TEST_LOGIN, TestLedger, TestServer, client, element_text, on_both_backends,
+    post, test_key,
 };
 
 #[derive(Clone, Copy)]
@@ -63,9 +64,9 @@ impl Soap {
     }
 }
 
-async fn lifecycle(version: Version) {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+async fn lifecycle(backend: Backend, version: Version) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let soap = Soap {
         http: client(),
         url: format!("{}/soap/refunds", server.base),
@@ -170,32 +171,28 @@ async fn lifecycle(version: Version) {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn lifecycle_over_soap_1_1() {
-    lifecycle(Version::Soap11).await;
+on_both_backends!(lifecycle_over_soap_1_1);
+async fn lifecycle_over_soap_1_1(backend: Backend) {
+    lifecycle(backend, Version::Soap11).await;
 }
 
-#[tokio::test]
-async fn lifecycle_over_soap_1_2() {
-    lifecycle(Version::Soap12).await;
+on_both_backends!(lifecycle_over_soap_1_2);
+async fn lifecycle_over_soap_1_2(backend: Backend) {
+    lifecycle(backend, Version::Soap12).await;
 }
 
-#[tokio::test]
-async fn faults_that_need_two_steps() {
-    let database = TestDatabase::with_test_shop();
-    {
-        let mut maintenance = refunds_gateway::store::maintenance(
-            &refunds_gateway::store::Database::Sqlite(database.path.clone()),
-        )
-        .expect("open");
+on_both_backends!(faults_that_need_two_steps);
+async fn faults_that_need_two_steps(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    ledger.maintain(|maintenance| {
         let read_only = refunds_gateway::refunds::types::Scopes {
             read: true,
             write: false,
             confirm: false,
         };
-        crate::support::add_user(&mut *maintenance, "auditor", "secret", read_only);
-    }
-    let server = TestServer::start(&database.path).await;
+        crate::support::add_user(maintenance, "auditor", "secret", read_only);
+    });
+    let server = TestServer::start_with(ledger.config()).await;
     let soap = Soap {
         http: client(),
         url: format!("{}/soap/refunds", server.base),

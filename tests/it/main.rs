@@ -1,5 +1,6 @@
 //! The one integration-test binary. Every test starts the real server on a free port over a
-//! real SQLite file and talks to it over HTTP.
+//! real ledger and talks to it over HTTP; tests written with `support::on_both_backends!` run
+//! once on an SQLite file and once on a PostgreSQL database (see README, "Tests").
 
 mod admin;
 mod admin_browser;

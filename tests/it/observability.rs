@@ -7,14 +7,14 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::support::{
-    Running, TEST_API_KEY, TestDatabase, TestServer, client, gateway, get, post, soap11,
-    soap11_headers, test_key,
+    Backend, Running, TEST_API_KEY, TestLedger, TestServer, client, gateway, get, on_both_backends,
+    post, soap11, soap11_headers, test_key,
 };
 
-#[tokio::test]
-async fn metrics_count_requests_by_face_operation_and_outcome() {
-    let database = TestDatabase::with_test_shop();
-    let config = crate::support::test_config(&database.path);
+on_both_backends!(metrics_count_requests_by_face_operation_and_outcome);
+async fn metrics_count_requests_by_face_operation_and_outcome(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let config = ledger.config();
     let server = TestServer::start_with(config).await;
     let http = client();
     let url = format!("{}/soap/refunds", server.base);
@@ -93,34 +93,10 @@ async fn metrics_count_requests_by_face_operation_and_outcome() {
     server.stop().await;
 }
 
-/// A ledger with the test shop and the test user, made with the command line.
-fn cli_database(dir: &std::path::Path) -> std::path::PathBuf {
-    let database = dir.join("logs.db");
-    let import = gateway()
-        .args(["import", "--db"])
-        .arg(&database)
-        .arg(crate::support::fixtures_dir().join("test-shop.json"))
-        .output()
-        .expect("import");
-    assert!(import.status.success());
-    let user = gateway()
-        .args(["user", "add", "--db"])
-        .arg(&database)
-        .args([
-            crate::support::TEST_LOGIN,
-            "--password",
-            crate::support::TEST_PASSWORD,
-        ])
-        .output()
-        .expect("user add");
-    assert!(user.status.success());
-    database
-}
-
 /// `serve` as its own process with JSON logs at debug level: the child, its log, the lines
 /// read so far and the address it listens on.
 fn serve_with_json_logs(
-    database: &std::path::Path,
+    database: &std::ffi::OsStr,
 ) -> (
     Running,
     BufReader<std::process::ChildStderr>,
@@ -174,19 +150,24 @@ fn stop_and_read_log(
     lines
 }
 
-#[test]
-fn json_logs_carry_the_request_and_no_secrets() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let database = cli_database(dir.path());
-    let (child, log, lines, address) = serve_with_json_logs(&database);
+on_both_backends!(json_logs_carry_the_request_and_no_secrets);
+async fn json_logs_carry_the_request_and_no_secrets(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let (child, log, lines, address) = serve_with_json_logs(&ledger.db_arg());
     // The legacy key is valid for today's date only with a real clock: this call fails
     // authentication, which is what a log must record without the key itself.
     let key = test_key();
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let body = soap11("getRefundStatus", "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:paymentId>1</r:paymentId>");
-        post(&client(), &format!("http://{address}/soap/refunds"), &soap11_headers("getRefundStatus"), body).await;
-    });
+    let body = soap11(
+        "getRefundStatus",
+        "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:paymentId>1</r:paymentId>",
+    );
+    post(
+        &client(),
+        &format!("http://{address}/soap/refunds"),
+        &soap11_headers("getRefundStatus"),
+        body,
+    )
+    .await;
     let lines = stop_and_read_log(child, log, lines);
     let answered: Vec<Value> = lines
         .iter()
@@ -215,16 +196,15 @@ fn json_logs_carry_the_request_and_no_secrets() {
     );
 }
 
+on_both_backends!(an_internal_failure_is_logged_with_its_cause_and_never_sent);
 /// An internal failure answers the generic fault with no cause, and the cause goes to the log
 /// once, at error level, with the operation: here the audit table is dropped behind the
 /// running service's back, so the write cannot append its audit entry.
-#[test]
-fn an_internal_failure_is_logged_with_its_cause_and_never_sent() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let database = cli_database(dir.path());
+async fn an_internal_failure_is_logged_with_its_cause_and_never_sent(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
     let key = gateway()
         .args(["key", "create", "--db"])
-        .arg(&database)
+        .arg(ledger.db_arg())
         .args(["--name", "writer", "--scope", "read,write"])
         .output()
         .expect("key create");
@@ -233,18 +213,21 @@ fn an_internal_failure_is_logged_with_its_cause_and_never_sent() {
         .expect("utf-8")
         .trim()
         .to_owned();
-    let (child, log, lines, address) = serve_with_json_logs(&database);
-    rusqlite::Connection::open(&database)
-        .expect("open ledger")
-        .execute_batch("DROP TABLE audit_log")
-        .expect("drop the audit table");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let answer = runtime.block_on(async {
-        let mut headers = soap11_headers("addManualRefund");
-        headers.push(("x-api-key".to_owned(), api_key.clone()));
-        let body = soap11("addManualRefund", "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:refundValue>1.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency><r:refundDetails><r:paymentFormId>2</r:paymentFormId></r:refundDetails>");
-        post(&client(), &format!("http://{address}/soap/refunds"), &headers, body).await
-    });
+    let (child, log, lines, address) = serve_with_json_logs(&ledger.db_arg());
+    ledger.execute("DROP TABLE audit_log");
+    let mut headers = soap11_headers("addManualRefund");
+    headers.push(("x-api-key".to_owned(), api_key.clone()));
+    let body = soap11(
+        "addManualRefund",
+        "<r:sourceType>order</r:sourceType><r:sourceId>2001</r:sourceId><r:refundValue>1.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency><r:refundDetails><r:paymentFormId>2</r:paymentFormId></r:refundDetails>",
+    );
+    let answer = post(
+        &client(),
+        &format!("http://{address}/soap/refunds"),
+        &headers,
+        body,
+    )
+    .await;
     let lines = stop_and_read_log(child, log, lines);
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(

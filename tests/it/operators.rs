@@ -14,7 +14,9 @@ use refunds_gateway::operators::http::signature;
 use refunds_gateway::operators::{OperatorConfig, OperatorsConfig, RetryConfig};
 use serde_json::{Value, json};
 
-use crate::support::{TEST_API_KEY, TestDatabase, TestServer, client, rest_request};
+use crate::support::{
+    Backend, TEST_API_KEY, TestLedger, TestServer, client, on_both_backends, rest_request,
+};
 
 pub const SECRET: &str = "operator-shared-secret";
 
@@ -224,14 +226,14 @@ struct Case {
     server: TestServer,
     operator: TestOperator,
     http: reqwest::Client,
-    database: TestDatabase,
+    ledger: TestLedger,
 }
 
 impl Case {
-    async fn start(script: Script, poll_after_ms: i64) -> Case {
+    async fn start(backend: Backend, script: Script, poll_after_ms: i64) -> Case {
         let operator = TestOperator::start(script).await;
-        let database = TestDatabase::with_test_shop();
-        let mut config = crate::support::test_config(&database.path);
+        let ledger = TestLedger::with_test_shop(backend);
+        let mut config = ledger.config();
         config.run_outbox = true;
         config.operators = operators_config(&operator.url, poll_after_ms);
         let server = TestServer::start_with(config).await;
@@ -239,7 +241,7 @@ impl Case {
             server,
             operator,
             http: client(),
-            database,
+            ledger,
         }
     }
 
@@ -325,9 +327,10 @@ fn completed(id: &str) -> Value {
     json!({"status": "completed", "operatorRefundId": id})
 }
 
-#[tokio::test]
-async fn immediate_success() {
+on_both_backends!(immediate_success);
+async fn immediate_success(backend: Backend) {
     let case = Case::start(
+        backend,
         Script {
             sends: vec![Reply::Json(200, completed("OP-1"))],
             ..Script::default()
@@ -360,10 +363,11 @@ async fn immediate_success() {
     case.server.stop().await;
 }
 
-#[tokio::test]
-async fn a_decline_fails_the_refund_and_releases_its_amount() {
+on_both_backends!(a_decline_fails_the_refund_and_releases_its_amount);
+async fn a_decline_fails_the_refund_and_releases_its_amount(backend: Backend) {
     let declined = json!({"status": "declined", "reason": "account closed"});
     let case = Case::start(
+        backend,
         Script {
             sends: vec![Reply::Json(200, declined)],
             ..Script::default()
@@ -390,9 +394,10 @@ async fn a_decline_fails_the_refund_and_releases_its_amount() {
     case.server.stop().await;
 }
 
-#[tokio::test]
-async fn accepted_then_callback_and_callbacks_that_change_nothing() {
+on_both_backends!(accepted_then_callback_and_callbacks_that_change_nothing);
+async fn accepted_then_callback_and_callbacks_that_change_nothing(backend: Backend) {
     let case = Case::start(
+        backend,
         Script {
             sends: vec![Reply::Json(202, json!({"status": "accepted"}))],
             ..Script::default()
@@ -403,14 +408,8 @@ async fn accepted_then_callback_and_callbacks_that_change_nothing() {
     let id = case.confirm("40.00").await;
     // The worker sends once and records the 202: the job waits to ask for the status later.
     let job_state = || -> String {
-        rusqlite::Connection::open(&case.database.path)
-            .expect("open ledger")
-            .query_row(
-                "SELECT state FROM outbox WHERE refund_id = ?1",
-                [id],
-                |row| row.get(0),
-            )
-            .expect("the refund's job")
+        case.ledger
+            .text(&format!("SELECT state FROM outbox WHERE refund_id = {id}"))
     };
     // (Under load the 300 ms send timeout may fire first: then the job also waits in
     // `query`, and the send still arrives.)
@@ -461,10 +460,11 @@ async fn accepted_then_callback_and_callbacks_that_change_nothing() {
     case.server.stop().await;
 }
 
-#[tokio::test]
-async fn a_callback_for_another_amount_or_currency_settles_nothing() {
+on_both_backends!(a_callback_for_another_amount_or_currency_settles_nothing);
+async fn a_callback_for_another_amount_or_currency_settles_nothing(backend: Backend) {
     // Accepted at the send; the status query (due 1.5 s later) says completed.
     let case = Case::start(
+        backend,
         Script {
             sends: vec![Reply::Json(202, json!({"status": "accepted"}))],
             queries: vec![Reply::Json(200, completed("OP-Q"))],
@@ -522,14 +522,14 @@ async fn a_callback_for_another_amount_or_currency_settles_nothing() {
     case.server.stop().await;
 }
 
-#[tokio::test]
-async fn a_timeout_is_followed_by_a_status_query_not_a_second_send() {
+on_both_backends!(a_timeout_is_followed_by_a_status_query_not_a_second_send);
+async fn a_timeout_is_followed_by_a_status_query_not_a_second_send(backend: Backend) {
     let script = Script {
         sends: vec![Reply::Slow(1_000, 200, completed("OP-slow"))],
         queries: vec![Reply::Json(200, completed("OP-slow"))],
         remember: false,
     };
-    let case = Case::start(script, 60_000).await;
+    let case = Case::start(backend, script, 60_000).await;
     let id = case.confirm("40.00").await;
     let status = case.settled(id).await;
     assert_eq!(
@@ -550,8 +550,8 @@ async fn a_timeout_is_followed_by_a_status_query_not_a_second_send() {
     case.server.stop().await;
 }
 
-#[tokio::test]
-async fn server_errors_then_success_under_the_same_idempotency_key() {
+on_both_backends!(server_errors_then_success_under_the_same_idempotency_key);
+async fn server_errors_then_success_under_the_same_idempotency_key(backend: Backend) {
     // The operator fails twice without doing anything (its status query says "no such refund"),
     // then accepts: three sends, one key, one refund.
     let script = Script {
@@ -563,7 +563,7 @@ async fn server_errors_then_success_under_the_same_idempotency_key() {
         queries: vec![Reply::Json(404, json!({}))],
         remember: false,
     };
-    let case = Case::start(script, 60_000).await;
+    let case = Case::start(backend, script, 60_000).await;
     let id = case.confirm("40.00").await;
     let status = case.settled(id).await;
     assert_eq!(status["refundStatus"], json!("Completed"));
@@ -596,12 +596,10 @@ async fn server_errors_then_success_under_the_same_idempotency_key() {
     case.server.stop().await;
 }
 
-#[tokio::test]
-async fn the_sandbox_settles_by_amount_pattern() {
-    let database = TestDatabase::with_test_shop();
-    let mut config = refunds_gateway::Config::new(refunds_gateway::store::Database::Sqlite(
-        database.path.clone(),
-    ));
+on_both_backends!(the_sandbox_settles_by_amount_pattern);
+async fn the_sandbox_settles_by_amount_pattern(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let mut config = refunds_gateway::Config::new(ledger.database.clone());
     config.operators = OperatorsConfig::default();
     config.operators.operators.insert(
         "sandbox".to_owned(),
@@ -615,7 +613,7 @@ async fn the_sandbox_settles_by_amount_pattern() {
         server,
         operator: TestOperator::start(Script::default()).await,
         http: client(),
-        database,
+        ledger,
     };
     let completed = case.confirm("40.00").await;
     let declined = case.confirm("10.13").await;

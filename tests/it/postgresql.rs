@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use refunds_gateway::store::{self, Database};
 
 use crate::support::{
-    Running, TEST_API_KEY, TestServer, client, element_text, fixtures_dir, gateway, load_shop,
-    post, soap11, soap11_headers, test_config_on,
+    Running, TEST_API_KEY, TestServer, assert_ledger_consistent, client, element_text,
+    fixtures_dir, gateway, load_shop, post, soap11, soap11_headers, test_config_on,
 };
 
 /// The cluster of this test run, started by the first test that asks for it and stopped when
@@ -304,35 +304,6 @@ fn sql(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).expect("connect to the test database")
 }
 
-/// The ledger's derived state agrees with its refunds (PostgreSQL's form of
-/// `support::assert_ledger_consistent`, whose counts are split in shards here).
-fn assert_ledger_consistent(url: &str) {
-    let mut client = sql(url);
-    let mut count = |query: &str| -> i64 { client.query_one(query, &[]).expect(query).get(0) };
-    const LIVE: &str = "r.status IN ('New', 'Processing', 'Completed')";
-    assert_eq!(
-        count(&format!(
-            "SELECT count(*) FROM payments p WHERE p.refunded_minor <> (SELECT coalesce(sum(amount_minor), 0) FROM refunds r WHERE r.payment_id = p.id AND {LIVE})"
-        )),
-        0,
-        "every payment's running total equals its live refunds"
-    );
-    assert_eq!(
-        count(&format!(
-            "SELECT count(*) FROM orders o WHERE o.refunded_minor <> (SELECT coalesce(sum(amount_minor), 0) FROM refunds r WHERE r.order_id = o.id AND {LIVE}) OR o.refunded_minor > o.paid_minor"
-        )),
-        0,
-        "every order's running total equals its live refunds and stays within what was paid"
-    );
-    assert_eq!(
-        count(
-            "SELECT count(*) FROM (SELECT source_type, status, sum(n) AS n FROM refund_counts GROUP BY 1, 2) c WHERE c.n <> (SELECT count(*) FROM refunds r WHERE r.source_type = c.source_type AND r.status = c.status)"
-        ),
-        0,
-        "the kept counts by source type and status equal the refunds"
-    );
-}
-
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -454,7 +425,7 @@ fn lifecycle_over_http_with_the_audit_chained_by_the_sealer() {
         3,
         "added, updated, confirmed: {stdout}"
     );
-    assert_ledger_consistent(&url);
+    assert_ledger_consistent(&Database::Postgres(url.clone()));
 
     // The chain is append-only: editing a chained entry is refused by the database itself, and
     // so is chaining an entry twice.
@@ -550,7 +521,7 @@ fn fifty_concurrent_adds_over_three_instances_never_exceed_what_was_paid() {
         .expect("ids")
         .get(0);
     assert_eq!(ids, 20);
-    assert_ledger_consistent(&url);
+    assert_ledger_consistent(&Database::Postgres(url.clone()));
 }
 
 #[test]
@@ -608,7 +579,7 @@ fn one_idempotency_key_sent_to_three_instances_at_once_makes_one_refund() {
         .expect("count")
         .get(0);
     assert_eq!(refunds, 5, "one refund per key");
-    assert_ledger_consistent(&url);
+    assert_ledger_consistent(&Database::Postgres(url.clone()));
 }
 
 #[test]
@@ -652,7 +623,7 @@ fn confirm_on_one_instance_racing_cancel_on_another_lets_exactly_one_win() {
             other => panic!("not exactly one winner: {other:?}, status {status}"),
         }
     }
-    assert_ledger_consistent(&url);
+    assert_ledger_consistent(&Database::Postgres(url.clone()));
 }
 
 #[test]
@@ -799,7 +770,7 @@ fn the_schema_itself_refuses_an_over_refund() {
             .is_err(),
         "a final state is final"
     );
-    assert_ledger_consistent(&url);
+    assert_ledger_consistent(&Database::Postgres(url.clone()));
 }
 
 /// `GET getPossibleAutoRefunds` of order 2001 with `key` on `base`: the HTTP status.
@@ -894,7 +865,7 @@ fn every_command_takes_a_postgres_url_and_a_key_revoked_there_stops_on_every_ins
         ok && history.lines().count() >= 2,
         "added and confirmed: {history}"
     );
-    assert_ledger_consistent(&url);
+    assert_ledger_consistent(&Database::Postgres(url.clone()));
 }
 
 /// What the proxy between a gateway and PostgreSQL does with traffic.
@@ -1097,7 +1068,7 @@ fn an_outage_fails_requests_within_the_deadline_and_the_instance_recovers_by_its
         assert_eq!(fault_code(&added), "0", "{added}");
         server.stop().await;
     });
-    assert_ledger_consistent(&url);
+    assert_ledger_consistent(&Database::Postgres(url.clone()));
 }
 
 #[test]
@@ -1264,7 +1235,7 @@ fn two_hundred_automatic_refunds_over_three_instances_one_killed_each_refunded_e
         .expect("count")
         .get(0);
     assert_eq!(completed, REFUNDS);
-    assert_ledger_consistent(&url);
+    assert_ledger_consistent(&Database::Postgres(url.clone()));
 }
 
 /// The recorded SOAP fixtures answer byte for byte (canonically) as their goldens, which the

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::support::{TEST_API_KEY, TestDatabase, TestServer, client, gateway, rest_request};
+use crate::support::{
+    Backend, TEST_API_KEY, TestLedger, TestServer, client, gateway, on_both_backends, rest_request,
+    verify_once_chained,
+};
 
 /// PayU payment 11 (200.00 PLN) of order 2001 in the test shop.
 const PAYMENT: i64 = 11;
@@ -22,8 +25,8 @@ async fn call(
 
 /// Two automatic refunds on `PAYMENT`, one confirmed and one cancelled, and a manual one on the
 /// same order (not drawn from the payment, so not in its proof).
-async fn refunds_on_the_payment(database: &Path) -> (i64, i64) {
-    let server = TestServer::start(database).await;
+async fn refunds_on_the_payment(ledger: &TestLedger) -> (i64, i64) {
+    let server = TestServer::start_with(ledger.config()).await;
     let add = |value: &str| json!({"sourceId": 2001, "paymentId": PAYMENT, "refundValue": value, "refundCurrency": "PLN"});
     let post = reqwest::Method::POST;
     let first = call(
@@ -48,16 +51,17 @@ async fn refunds_on_the_payment(database: &Path) -> (i64, i64) {
     let at = |id: i64| json!({"sourceType": "order", "sourceId": 2001, "paymentId": id});
     call(&server, reqwest::Method::PUT, "confirmRefund", at(first)).await;
     call(&server, reqwest::Method::PUT, "cancelRefund", at(second)).await;
+    verify_once_chained(ledger).await;
     server.stop().await;
     (first, second)
 }
 
-fn audit(database: &Path, args: &[&str]) -> std::process::Output {
+fn audit(ledger: &TestLedger, args: &[&str]) -> std::process::Output {
     gateway()
         .arg("audit")
         .args(args)
         .arg("--db")
-        .arg(database)
+        .arg(ledger.db_arg())
         .output()
         .expect("run audit")
 }
@@ -66,19 +70,19 @@ fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-#[tokio::test]
-async fn a_payments_proof_holds_offline_and_tampering_breaks_it() {
-    let database = TestDatabase::with_test_shop();
-    let (confirmed, cancelled) = refunds_on_the_payment(&database.path).await;
+on_both_backends!(a_payments_proof_holds_offline_and_tampering_breaks_it);
+async fn a_payments_proof_holds_offline_and_tampering_breaks_it(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let (confirmed, cancelled) = refunds_on_the_payment(&ledger).await;
 
-    let head = audit(&database.path, &["head"]);
+    let head = audit(&ledger, &["head"]);
     assert!(head.status.success());
     let head = stdout(&head);
     let (head_seq, head_hash) = head.trim().split_once(' ').expect("seq and hash");
     assert_eq!(head_seq, "5", "three adds, a confirm and a cancel");
     assert_eq!(head_hash.len(), 64);
 
-    let proved = audit(&database.path, &["prove", "--payment", "11", "--json"]);
+    let proved = audit(&ledger, &["prove", "--payment", "11", "--json"]);
     assert!(
         proved.status.success(),
         "{}",
@@ -158,7 +162,7 @@ async fn a_payments_proof_holds_offline_and_tampering_breaks_it() {
     assert!(!offline(&hidden_file).status.success());
 
     // An anchor: the head published before a later change is still in the chain.
-    let server = TestServer::start(&database.path).await;
+    let server = TestServer::start_with(ledger.config()).await;
     let more = json!({"sourceId": 2001, "paymentId": PAYMENT, "refundValue": "1.00", "refundCurrency": "PLN"});
     call(
         &server,
@@ -167,9 +171,10 @@ async fn a_payments_proof_holds_offline_and_tampering_breaks_it() {
         more,
     )
     .await;
+    verify_once_chained(&ledger).await;
     server.stop().await;
     let anchored = audit(
-        &database.path,
+        &ledger,
         &["prove", "--payment", "11", "--json", "--anchor", head_seq],
     );
     assert!(anchored.status.success());
@@ -191,7 +196,7 @@ async fn a_payments_proof_holds_offline_and_tampering_breaks_it() {
 
     // A head published beyond today's (the chain lost entries): the verdict says so.
     let beyond = audit(
-        &database.path,
+        &ledger,
         &["prove", "--payment", "11", "--json", "--anchor", "999"],
     );
     assert!(!beyond.status.success());
@@ -204,24 +209,27 @@ async fn a_payments_proof_holds_offline_and_tampering_breaks_it() {
         "{beyond}"
     );
 
-    // Someone with the database file edits an audit amount: the proof's verdict is false.
-    let ledger = rusqlite::Connection::open(&database.path).expect("open");
-    ledger
-        .execute_batch(
-            "DROP TRIGGER audit_never_updated; UPDATE audit_log SET amount_after = 100 WHERE seq = 1;",
-        )
-        .expect("tamper");
-    let after = audit(&database.path, &["prove", "--payment", "11", "--json"]);
+    // Someone with the database edits an audit amount, past the trigger that refuses it: the
+    // proof's verdict is false.
+    ledger.execute(match backend {
+        Backend::Sqlite => {
+            "DROP TRIGGER audit_never_updated; UPDATE audit_log SET amount_after = 100 WHERE seq = 1;"
+        }
+        Backend::Postgres => {
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_append_only; UPDATE audit_log SET amount_after = 100 WHERE seq = 1;"
+        }
+    });
+    let after = audit(&ledger, &["prove", "--payment", "11", "--json"]);
     assert!(!after.status.success());
     let after: Value = serde_json::from_str(&stdout(&after)).expect("still a JSON proof");
     assert_eq!(after["verdict"]["holds"], false);
     assert_eq!(after["verdict"]["hashesRecompute"], false);
 }
 
-#[tokio::test]
-async fn a_proof_of_something_that_is_not_a_payment_says_so() {
-    let database = TestDatabase::with_test_shop();
-    let output = audit(&database.path, &["prove", "--payment", "999999"]);
+on_both_backends!(a_proof_of_something_that_is_not_a_payment_says_so);
+async fn a_proof_of_something_that_is_not_a_payment_says_so(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let output = audit(&ledger, &["prove", "--payment", "999999"]);
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("999999 is not a payment"),
@@ -230,13 +238,13 @@ async fn a_proof_of_something_that_is_not_a_payment_says_so() {
     );
 }
 
-#[tokio::test]
-async fn the_rest_face_answers_the_same_proof_to_a_reader() {
-    let database = TestDatabase::with_test_shop();
-    refunds_on_the_payment(&database.path).await;
-    let cli = audit(&database.path, &["prove", "--payment", "11", "--json"]);
+on_both_backends!(the_rest_face_answers_the_same_proof_to_a_reader);
+async fn the_rest_face_answers_the_same_proof_to_a_reader(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    refunds_on_the_payment(&ledger).await;
+    let cli = audit(&ledger, &["prove", "--payment", "11", "--json"]);
     let cli: Value = serde_json::from_str(&stdout(&cli)).expect("JSON");
-    let server = TestServer::start(&database.path).await;
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let get = |key: &str, query: Value| {
         rest_request(

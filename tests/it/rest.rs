@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::support::{
-    Answer, TEST_API_KEY, TEST_LOGIN, TEST_READ_KEY, TestDatabase, TestServer, client, gateway,
-    post, rest_request, test_key,
+    Answer, Backend, TEST_API_KEY, TEST_LOGIN, TEST_READ_KEY, TestLedger, TestServer, client,
+    gateway, on_both_backends, post, rest_request, test_key,
 };
 
 struct Rest {
@@ -45,10 +45,10 @@ impl Rest {
     }
 }
 
-fn create_key(database: &std::path::Path, name: &str, scope: &str) -> String {
+fn create_key(ledger: &TestLedger, name: &str, scope: &str) -> String {
     let output = gateway()
         .args(["key", "create", "--db"])
-        .arg(database)
+        .arg(ledger.db_arg())
         .args(["--name", name, "--scope", scope])
         .output()
         .expect("run key create");
@@ -63,10 +63,10 @@ fn create_key(database: &std::path::Path, name: &str, scope: &str) -> String {
         .to_owned()
 }
 
-fn revoke_key(database: &std::path::Path, name: &str) {
+fn revoke_key(ledger: &TestLedger, name: &str) {
     let output = gateway()
         .args(["key", "revoke", "--db"])
-        .arg(database)
+        .arg(ledger.db_arg())
         .arg(name)
         .output()
         .expect("run key revoke");
@@ -77,21 +77,16 @@ fn revoke_key(database: &std::path::Path, name: &str) {
     );
 }
 
-#[tokio::test]
-async fn rest_lifecycle_with_a_key_from_key_create() {
-    let database = TestDatabase::with_test_shop();
-    let key = create_key(&database.path, "back-office", "read,write,confirm");
+on_both_backends!(rest_lifecycle_with_a_key_from_key_create);
+async fn rest_lifecycle_with_a_key_from_key_create(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let key = create_key(&ledger, "back-office", "read,write,confirm");
     assert!(key.starts_with("rgk_") && key.len() >= 40, "{key}");
-    let stored = rusqlite::Connection::open(&database.path)
-        .expect("open")
-        .query_row(
-            "SELECT count(*) FROM api_keys WHERE key_sha256 = ?1 OR name = ?1",
-            [&key],
-            |row| row.get::<_, i64>(0),
-        )
-        .expect("query");
+    let stored = ledger.count(&format!(
+        "SELECT count(*) FROM api_keys WHERE key_sha256 = '{key}' OR name = '{key}'"
+    ));
     assert_eq!(stored, 0, "the key itself is never stored");
-    let server = TestServer::start(&database.path).await;
+    let server = TestServer::start_with(ledger.config()).await;
     let rest = Rest {
         http: client(),
         base: server.base.clone(),
@@ -183,10 +178,10 @@ async fn gate(http: &reqwest::Client, base: &str, operation: &str, document: Val
     serde_json::from_str(&answer.body).expect("JSON body")
 }
 
-#[tokio::test]
-async fn json_gate_lifecycle_with_legacy_credentials() {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(json_gate_lifecycle_with_legacy_credentials);
+async fn json_gate_lifecycle_with_legacy_credentials(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let authenticate = json!({"userLogin": TEST_LOGIN, "authenticateKey": test_key()});
     let call = |operation: &'static str, params: Value| {
@@ -237,10 +232,10 @@ async fn json_gate_lifecycle_with_legacy_credentials() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn scopes_revocation_and_header_keys_on_every_face() {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(scopes_revocation_and_header_keys_on_every_face);
+async fn scopes_revocation_and_header_keys_on_every_face(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let reader = Rest {
         http: http.clone(),
@@ -303,10 +298,10 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
 
     // Revoked keys stop working (at once after a restart; on a running service within the
     // credentials' time to live, tested below).
-    revoke_key(&database.path, "reader");
+    revoke_key(&ledger, "reader");
     let listed = gateway()
         .args(["key", "list", "--db"])
-        .arg(&database.path)
+        .arg(ledger.db_arg())
         .output()
         .expect("list");
     assert!(listed.status.success());
@@ -320,7 +315,7 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
     };
     assert_eq!(columns("reader"), Some(6), "revoked: {listed}");
     assert_eq!(columns("all"), Some(4), "still live: {listed}");
-    let server = TestServer::start(&database.path).await;
+    let server = TestServer::start_with(ledger.config()).await;
     let reader = Rest {
         http,
         base: server.base.clone(),
@@ -337,13 +332,15 @@ async fn scopes_revocation_and_header_keys_on_every_face() {
     server.stop().await;
 }
 
+on_both_backends!(a_key_revoked_on_a_running_service_stops_working_after_the_credentials_ttl);
 /// Checked credentials are trusted for `credentials_ttl` without a ledger read; a key revoked
 /// while the service runs stops working once that time has passed, and a wrong key is never
 /// remembered.
-#[tokio::test]
-async fn a_key_revoked_on_a_running_service_stops_working_after_the_credentials_ttl() {
-    let database = TestDatabase::with_test_shop();
-    let mut config = crate::support::test_config(&database.path);
+async fn a_key_revoked_on_a_running_service_stops_working_after_the_credentials_ttl(
+    backend: Backend,
+) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let mut config = ledger.config();
     config.credentials_ttl = std::time::Duration::from_millis(300);
     let server = TestServer::start_with(config).await;
     let reader = Rest {
@@ -371,42 +368,31 @@ async fn a_key_revoked_on_a_running_service_stops_working_after_the_credentials_
         ..stranger
     };
 
-    revoke_key(&database.path, "reader");
+    revoke_key(&ledger, "reader");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let (status, body) = reader.send("GET", "getPossibleAutoRefunds", params).await;
     assert_eq!(status, 401, "{body}");
     server.stop().await;
 }
 
+on_both_backends!(list_pages_near_and_far_give_the_same_ordering_and_totals);
 /// Pages more than 5 000 refunds into the list are read on a blocking thread instead of the
 /// request's own; both give the same rows, in id order, with the kept totals.
-#[tokio::test]
-async fn list_pages_near_and_far_give_the_same_ordering_and_totals() {
-    let database = TestDatabase::with_test_shop();
+async fn list_pages_near_and_far_give_the_same_ordering_and_totals(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
     const ADDED: i64 = 5_050;
-    let first_added = {
-        let mut connection = rusqlite::Connection::open(&database.path).expect("open ledger");
-        let transaction = connection.transaction().expect("transaction");
-        let mut first = None;
-        for _ in 0..ADDED {
-            transaction
-                .execute("INSERT INTO movements (kind) VALUES ('refund')", [])
-                .expect("id");
-            let id = transaction.last_insert_rowid();
-            first.get_or_insert(id);
-            // 0.01 PLN manual refunds of order 2001, paid 250.00 PLN.
-            transaction
-                .execute(
-                    "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_form_id, amount_minor, currency, status, created_at, created_by)
-                     VALUES (?1, 2001, 'order', 2001, 'manual', 2, 1, 'PLN', 'New', 0, 'sql')",
-                    [id],
-                )
-                .expect("a New refund");
-        }
-        transaction.commit().expect("commit");
-        first.expect("at least one")
-    };
-    let server = TestServer::start(&database.path).await;
+    // 0.01 PLN manual refunds of order 2001 (paid 250.00 PLN), with consecutive ids.
+    ledger.execute(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ADDED})
+         INSERT INTO movements (kind) SELECT 'refund' FROM n"
+    ));
+    const UNUSED: &str = "kind = 'refund' AND id NOT IN (SELECT id FROM refunds)";
+    let first_added = ledger.count(&format!("SELECT min(id) FROM movements WHERE {UNUSED}"));
+    ledger.execute(&format!(
+        "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_form_id, amount_minor, currency, status, created_at, created_by)
+         SELECT id, 2001, 'order', 2001, 'manual', 2, 1, 'PLN', 'New', 0, 'sql' FROM movements WHERE {UNUSED}"
+    ));
+    let server = TestServer::start_with(ledger.config()).await;
     let reader = Rest {
         http: client(),
         base: server.base.clone(),
@@ -453,10 +439,10 @@ async fn list_pages_near_and_far_give_the_same_ordering_and_totals() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn bad_requests_get_json_errors_and_change_nothing() {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(bad_requests_get_json_errors_and_change_nothing);
+async fn bad_requests_get_json_errors_and_change_nothing(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let url = |operation: &str| format!("{}/api/admin/v6/refunds/{operation}", server.base);
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
@@ -499,9 +485,6 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
         );
     }
     server.stop().await;
-    let refunds: i64 = rusqlite::Connection::open(&database.path)
-        .expect("open")
-        .query_row("SELECT count(*) FROM refunds", [], |row| row.get(0))
-        .expect("count");
+    let refunds = ledger.count("SELECT count(*) FROM refunds");
     assert_eq!(refunds, 0, "no bad request wrote anything");
 }

@@ -34,10 +34,11 @@ impl Drop for Running {
 
 /// The ledger's derived state agrees with its refunds: every payment's and order's running
 /// total equals its live refunds (and an order's stays within what was paid), and the kept
-/// counts by source type and status equal the refunds.
-pub fn assert_ledger_consistent(database: &Path) {
-    let ledger = rusqlite::Connection::open(database).expect("open ledger");
-    let count = |sql: &str| -> i64 { ledger.query_row(sql, [], |row| row.get(0)).expect(sql) };
+/// counts by source type and status equal the refunds (summed over PostgreSQL's shards; one
+/// row per pair on SQLite). The same queries on either backend.
+pub fn assert_ledger_consistent(ledger: &(impl LedgerAt + ?Sized)) {
+    let database = ledger.database();
+    let count = |sql: &str| count_in(&database, sql);
     const LIVE: &str = "r.status IN ('New', 'Processing', 'Completed')";
     assert_eq!(
         count(&format!(
@@ -55,11 +56,286 @@ pub fn assert_ledger_consistent(database: &Path) {
     );
     assert_eq!(
         count(
-            "SELECT count(*) FROM refund_counts c WHERE c.n <> (SELECT count(*) FROM refunds r WHERE r.source_type = c.source_type AND r.status = c.status)"
+            "SELECT count(*) FROM (SELECT source_type, status, sum(n) AS n FROM refund_counts GROUP BY source_type, status) c WHERE c.n <> (SELECT count(*) FROM refunds r WHERE r.source_type = c.source_type AND r.status = c.status)"
         ),
         0,
         "the kept counts by source type and status equal the refunds"
     );
+}
+
+/// The one number `sql` selects (SQL both backends read alike).
+pub fn count_in(database: &Database, sql: &str) -> i64 {
+    match database {
+        Database::Sqlite(path) => rusqlite::Connection::open(path)
+            .expect("open ledger")
+            .query_row(sql, [], |row| row.get(0))
+            .expect(sql),
+        Database::Postgres(url) => off_runtime(|| {
+            postgres::Client::connect(url, postgres::NoTls)
+                .expect("connect to the test database")
+                // A sum of bigints is a numeric on PostgreSQL: read it back as a bigint.
+                .query_one(&format!("SELECT ({sql})::bigint"), &[])
+                .expect(sql)
+                .get(0)
+        }),
+    }
+}
+
+/// The value of `--db` that names `database` on the command line.
+pub fn db_arg(database: &Database) -> std::ffi::OsString {
+    match database {
+        Database::Sqlite(path) => path.clone().into_os_string(),
+        Database::Postgres(url) => url.into(),
+    }
+}
+
+/// Whatever names a ledger: a test's ledger, a `Database`, or an SQLite file's path.
+pub trait LedgerAt {
+    fn database(&self) -> Database;
+}
+
+impl LedgerAt for Database {
+    fn database(&self) -> Database {
+        self.clone()
+    }
+}
+
+impl LedgerAt for Path {
+    fn database(&self) -> Database {
+        Database::Sqlite(self.to_owned())
+    }
+}
+
+impl LedgerAt for PathBuf {
+    fn database(&self) -> Database {
+        Database::Sqlite(self.clone())
+    }
+}
+
+impl LedgerAt for TestLedger {
+    fn database(&self) -> Database {
+        self.database.clone()
+    }
+}
+
+/// Which adapter of the ledger port a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How many worker threads a test's runtime has (as `#[tokio::test]`'s flavors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    One,
+    Two,
+}
+
+impl Backend {
+    /// Runs `test` on this backend in a fresh runtime. On PostgreSQL, without its binaries, it
+    /// says so and returns (under `CI=true` it fails instead: `postgresql::cluster`). The
+    /// cluster is started here, outside the runtime, because the blocking `postgres` client
+    /// refuses to run inside one.
+    pub fn run<F>(self, threads: Threads, test: impl FnOnce(Backend) -> F)
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        if self == Backend::Postgres && crate::postgresql::cluster().is_none() {
+            return;
+        }
+        let runtime = match threads {
+            Threads::One => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Threads::Two => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build(),
+        }
+        .expect("runtime");
+        runtime.block_on(test(self));
+    }
+}
+
+/// Instantiates the async test `fn NAME(backend: Backend)` once per backend, as
+/// `NAME::on_sqlite` and `NAME::on_postgres`: one body, both adapters of the ledger port.
+/// `on_both_backends!(NAME, multi_thread)` gives it two worker threads.
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        $crate::support::on_both_backends!($name, $crate::support::Threads::One);
+    };
+    ($name:ident, multi_thread) => {
+        $crate::support::on_both_backends!($name, $crate::support::Threads::Two);
+    };
+    ($name:ident, $threads:expr) => {
+        mod $name {
+            #[test]
+            fn on_sqlite() {
+                $crate::support::Backend::Sqlite.run($threads, super::$name);
+            }
+
+            #[test]
+            fn on_postgres() {
+                $crate::support::Backend::Postgres.run($threads, super::$name);
+            }
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// Runs `work` on a thread of its own: the blocking `postgres` client panics when called from
+/// inside a tokio runtime, and the tests call these helpers from async code.
+pub fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(work).join().expect("blocking work"))
+}
+
+/// A fresh ledger for one test, on either backend: an SQLite file in a temporary folder, or a
+/// PostgreSQL database of the test cluster (cloned from the migrated template when it holds the
+/// test shop), dropped with this value.
+pub struct TestLedger {
+    pub database: Database,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestLedger {
+    /// `fixtures/test-shop.json`, the test user and the test keys.
+    pub fn with_test_shop(backend: Backend) -> TestLedger {
+        match backend {
+            Backend::Sqlite => TestLedger::from_sqlite(TestDatabase::with_test_shop()),
+            Backend::Postgres => {
+                let url = off_runtime(|| cluster().fresh_database());
+                TestLedger {
+                    database: Database::Postgres(url),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// `shop_json`, the test user and the test keys.
+    pub fn with_shop(backend: Backend, shop_json: &str) -> TestLedger {
+        match backend {
+            Backend::Sqlite => TestLedger::from_sqlite(TestDatabase::with_shop(shop_json)),
+            Backend::Postgres => {
+                let database = off_runtime(|| {
+                    let database = Database::Postgres(cluster().empty_database());
+                    load_shop(&database, shop_json);
+                    database
+                });
+                TestLedger {
+                    database,
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// A ledger that does not exist yet (SQLite) or has no schema (PostgreSQL): the first
+    /// command or server that opens it creates it.
+    pub fn empty(backend: Backend) -> TestLedger {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                TestLedger {
+                    database: Database::Sqlite(dir.path().join("refunds.db")),
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => TestLedger {
+                database: Database::Postgres(off_runtime(|| cluster().empty_database())),
+                _dir: None,
+            },
+        }
+    }
+
+    fn from_sqlite(database: TestDatabase) -> TestLedger {
+        TestLedger {
+            database: Database::Sqlite(database.path),
+            _dir: Some(database._dir),
+        }
+    }
+
+    /// [`test_config`] over this ledger.
+    pub fn config(&self) -> Config {
+        test_config_on(self.database.clone())
+    }
+
+    /// The value of `--db` for the command line.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        db_arg(&self.database)
+    }
+
+    /// The one number `sql` selects (SQL both backends read alike).
+    pub fn count(&self, sql: &str) -> i64 {
+        count_in(&self.database, sql)
+    }
+
+    /// The one text `sql` selects.
+    pub fn text(&self, sql: &str) -> String {
+        match &self.database {
+            Database::Sqlite(path) => rusqlite::Connection::open(path)
+                .expect("open ledger")
+                .query_row(sql, [], |row| row.get(0))
+                .expect(sql),
+            Database::Postgres(url) => off_runtime(|| {
+                postgres::Client::connect(url, postgres::NoTls)
+                    .expect("connect to the test database")
+                    .query_one(sql, &[])
+                    .expect(sql)
+                    .get(0)
+            }),
+        }
+    }
+
+    /// Runs `sql` (one or more statements) on the ledger, as someone with the database would.
+    pub fn execute(&self, sql: &str) {
+        if let Err(error) = self.try_execute(sql) {
+            panic!("{sql}: {error}");
+        }
+    }
+
+    /// [`TestLedger::execute`], returning the database's refusal (its message) instead.
+    pub fn try_execute(&self, sql: &str) -> Result<(), String> {
+        match &self.database {
+            Database::Sqlite(path) => rusqlite::Connection::open(path)
+                .expect("open ledger")
+                .execute_batch(sql)
+                .map_err(|error| error.to_string()),
+            Database::Postgres(url) => off_runtime(|| {
+                postgres::Client::connect(url, postgres::NoTls)
+                    .expect("connect to the test database")
+                    .batch_execute(sql)
+                    .map_err(|error| match error.as_db_error() {
+                        Some(refusal) => refusal.message().to_owned(),
+                        None => error.to_string(),
+                    })
+            }),
+        }
+    }
+
+    /// Runs `work` with the command line's side of the ledger.
+    pub fn maintain<T: Send>(&self, work: impl FnOnce(&mut dyn Maintenance) -> T + Send) -> T {
+        off_runtime(|| {
+            let mut maintenance = store::maintenance(&self.database).expect("open the ledger");
+            work(&mut *maintenance)
+        })
+    }
+}
+
+impl Drop for TestLedger {
+    fn drop(&mut self) {
+        // Each PostgreSQL test database is some 8 MB of catalogs; the cluster lives as long as
+        // the test binary.
+        if let Database::Postgres(url) = &self.database {
+            off_runtime(|| cluster().drop_database(url));
+        }
+    }
+}
+
+/// The test run's PostgreSQL cluster; only asked for once [`Backend::run`] found it.
+fn cluster() -> &'static crate::postgresql::Cluster {
+    crate::postgresql::cluster().expect("the PostgreSQL cluster is running")
 }
 
 /// Where the repository's fixtures live.
@@ -382,7 +658,7 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    pub fn start(database: &Path, args: &[&str]) -> ServeProcess {
+    pub fn start(database: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> ServeProcess {
         use std::io::BufRead as _;
         let mut child = gateway()
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
@@ -468,9 +744,9 @@ impl ServeProcess {
 
 /// Nothing lost, nothing twice: each refund id a client was told about is in the ledger exactly
 /// once (ids are primary keys, so "once" is a count of the distinct ids told), the ledger's
-/// running totals agree with its refunds, and `audit verify` passes.
-pub fn assert_nothing_lost(database: &Path, acknowledged: &[i64]) {
-    let ledger = rusqlite::Connection::open(database).expect("open ledger");
+/// running totals agree with its refunds, and `audit verify` passes. On either backend.
+pub fn assert_nothing_lost(ledger: &(impl LedgerAt + ?Sized), acknowledged: &[i64]) {
+    let database = ledger.database();
     let distinct: std::collections::BTreeSet<i64> = acknowledged.iter().copied().collect();
     assert_eq!(
         distinct.len(),
@@ -481,12 +757,10 @@ pub fn assert_nothing_lost(database: &Path, acknowledged: &[i64]) {
         .iter()
         .copied()
         .filter(|id| {
-            ledger
-                .query_row("SELECT count(*) FROM refunds WHERE id = ?1", [id], |row| {
-                    row.get::<_, i64>(0)
-                })
-                .expect("count")
-                != 1
+            count_in(
+                &database,
+                &format!("SELECT count(*) FROM refunds WHERE id = {id}"),
+            ) != 1
         })
         .collect();
     assert!(
@@ -495,11 +769,10 @@ pub fn assert_nothing_lost(database: &Path, acknowledged: &[i64]) {
         missing.len(),
         distinct.len()
     );
-    drop(ledger);
-    assert_ledger_consistent(database);
+    assert_ledger_consistent(&database);
     let verify = gateway()
         .args(["audit", "verify", "--db"])
-        .arg(database)
+        .arg(db_arg(&database))
         .output()
         .expect("audit verify");
     assert!(
@@ -507,6 +780,28 @@ pub fn assert_nothing_lost(database: &Path, acknowledged: &[i64]) {
         "audit verify: {}",
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+/// `audit verify` once every audit entry is in the chain: where a leader chains entries after
+/// commit (PostgreSQL), that takes moments, so this asks again for up to five seconds while
+/// the answer says some are not chained yet. Returns the last answer.
+pub async fn verify_once_chained(ledger: &TestLedger) -> std::process::Output {
+    let verify = || {
+        gateway()
+            .args(["audit", "verify", "--db"])
+            .arg(ledger.db_arg())
+            .output()
+            .expect("audit verify")
+    };
+    let mut answer = verify();
+    for _ in 0..100 {
+        if !String::from_utf8_lossy(&answer.stdout).contains("not chained yet") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        answer = verify();
+    }
+    answer
 }
 
 /// A REST call with the all-scopes test key that must answer 200; its JSON body.

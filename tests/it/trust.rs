@@ -1,11 +1,12 @@
 //! Trust: idempotent writes on every face, the audit chain (and a tampered one), maker-checker,
 //! readiness, and an online backup that restores with its chain intact.
 
+use refunds_gateway::store::Database;
 use serde_json::{Value, json};
 
 use crate::support::{
-    TEST_API_KEY, TEST_LOGIN, TestDatabase, TestServer, client, fixed_now, gateway, rest_request,
-    test_key,
+    Backend, TEST_API_KEY, TEST_LOGIN, TestDatabase, TestLedger, TestServer, client, count_in,
+    fixed_now, gateway, on_both_backends, rest_request, test_key, verify_once_chained,
 };
 
 struct Sent {
@@ -36,21 +37,14 @@ async fn post_rest(
     }
 }
 
-fn count(database: &std::path::Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(database)
-        .expect("open")
-        .query_row(sql, [], |row| row.get(0))
-        .expect(sql)
-}
-
 fn manual(value: &str) -> Value {
     json!({"sourceType": "order", "sourceId": 2001, "refundValue": value, "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}})
 }
 
-#[tokio::test]
-async fn a_retried_write_is_answered_again_and_changes_nothing() {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(a_retried_write_is_answered_again_and_changes_nothing);
+async fn a_retried_write_is_answered_again_and_changes_nothing(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let base = &server.base;
 
@@ -81,7 +75,7 @@ async fn a_retried_write_is_answered_again_and_changes_nothing() {
     assert_eq!((again.status, again.replayed), (200, true));
     assert_eq!(again.body, first.body, "replayed byte for byte");
     assert_eq!(
-        count(&database.path, "SELECT count(*) FROM refunds"),
+        ledger.count("SELECT count(*) FROM refunds"),
         1,
         "one refund for two requests"
     );
@@ -102,7 +96,7 @@ async fn a_retried_write_is_answered_again_and_changes_nothing() {
         "{}",
         reused.body
     );
-    assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), 1);
+    assert_eq!(ledger.count("SELECT count(*) FROM refunds"), 1);
 
     // Business errors are answers too: replayed, not re-run.
     let refused = post_rest(
@@ -130,19 +124,16 @@ async fn a_retried_write_is_answered_again_and_changes_nothing() {
     assert_eq!(refused.body, refused_again.body);
 
     // Keys belong to their caller: another caller's same key is a different request.
-    let mut maintenance = refunds_gateway::store::maintenance(
-        &refunds_gateway::store::Database::Sqlite(database.path.clone()),
-    )
-    .expect("open");
-    let all = refunds_gateway::refunds::types::Scopes::ALL;
-    maintenance
-        .create_api_key(
-            "second",
-            &refunds_gateway::refunds::api_key_digest("rgk_second"),
-            all,
-            fixed_now(),
-        )
-        .expect("key");
+    ledger.maintain(|maintenance| {
+        maintenance
+            .create_api_key(
+                "second",
+                &refunds_gateway::refunds::api_key_digest("rgk_second"),
+                refunds_gateway::refunds::types::Scopes::ALL,
+                fixed_now(),
+            )
+            .expect("key")
+    });
     let other = post_rest(
         &http,
         base,
@@ -153,14 +144,14 @@ async fn a_retried_write_is_answered_again_and_changes_nothing() {
     )
     .await;
     assert_eq!((other.status, other.replayed), (200, false));
-    assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), 2);
+    assert_eq!(ledger.count("SELECT count(*) FROM refunds"), 2);
     server.stop().await;
 }
 
-#[tokio::test]
-async fn soap_and_the_json_gate_honour_idempotency_keys_too() {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(soap_and_the_json_gate_honour_idempotency_keys_too);
+async fn soap_and_the_json_gate_honour_idempotency_keys_too(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let envelope = format!(
         r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:r="urn:refunds-gateway:refunds"><soap:Header><r:idempotencyKey soap:mustUnderstand="1">soap-7</r:idempotencyKey></soap:Header><soap:Body><r:addAutomaticRefundForOrder><r:authenticate><r:userLogin>{TEST_LOGIN}</r:userLogin><r:authenticateKey>{}</r:authenticateKey></r:authenticate><r:params><r:sourceId>2001</r:sourceId><r:paymentId>11</r:paymentId><r:refundValue>5.00</r:refundValue><r:refundCurrency>PLN</r:refundCurrency></r:params></r:addAutomaticRefundForOrder></soap:Body></soap:Envelope>"#,
@@ -187,7 +178,7 @@ async fn soap_and_the_json_gate_honour_idempotency_keys_too() {
         first,
         "the SOAP header key replays the first answer"
     );
-    assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), 1);
+    assert_eq!(ledger.count("SELECT count(*) FROM refunds"), 1);
     // The same key in a SOAP 1.2 envelope is another request: never 1.1 bytes in a 1.2 answer.
     let soap12 = envelope.replace(
         "http://schemas.xmlsoap.org/soap/envelope/",
@@ -207,7 +198,7 @@ async fn soap_and_the_json_gate_honour_idempotency_keys_too() {
         other.contains("<faultCode>4022</faultCode>") && other.contains("2003/05/soap-envelope"),
         "{other}"
     );
-    assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), 1);
+    assert_eq!(ledger.count("SELECT count(*) FROM refunds"), 1);
 
     let gate = format!(
         "{}/api/?gate=refunds/addAutomaticRefundForOrder/1/json",
@@ -241,14 +232,14 @@ async fn soap_and_the_json_gate_honour_idempotency_keys_too() {
         answers.iter().all(|(_, answer)| answer == &answers[0].1),
         "{answers:?}"
     );
-    assert_eq!(count(&database.path, "SELECT count(*) FROM refunds"), 2);
+    assert_eq!(ledger.count("SELECT count(*) FROM refunds"), 2);
     server.stop().await;
 }
 
-#[tokio::test]
-async fn every_change_is_in_the_audit_chain_and_tampering_is_found() {
-    let database = TestDatabase::with_test_shop();
-    let server = TestServer::start(&database.path).await;
+on_both_backends!(every_change_is_in_the_audit_chain_and_tampering_is_found);
+async fn every_change_is_in_the_audit_chain_and_tampering_is_found(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(ledger.config()).await;
     let http = client();
     let added = post_rest(
         &http,
@@ -288,11 +279,19 @@ async fn every_change_is_in_the_audit_chain_and_tampering_is_found() {
             .as_u16(),
         200
     );
+    let verify = || {
+        gateway()
+            .args(["audit", "verify", "--db"])
+            .arg(ledger.db_arg())
+            .output()
+            .expect("verify")
+    };
+    let intact = verify_once_chained(&ledger).await;
     server.stop().await;
 
     let show = gateway()
         .args(["audit", "show", "--db"])
-        .arg(&database.path)
+        .arg(ledger.db_arg())
         .args(["--refund", &id.to_string()])
         .output()
         .expect("show");
@@ -316,24 +315,23 @@ async fn every_change_is_in_the_audit_chain_and_tampering_is_found() {
         "request ids are recorded: {shown}"
     );
 
-    let verify = |path: &std::path::Path| {
-        gateway()
-            .args(["audit", "verify", "--db"])
-            .arg(path)
-            .output()
-            .expect("verify")
-    };
-    let intact = verify(&database.path);
     assert!(intact.status.success());
     assert_eq!(
         String::from_utf8_lossy(&intact.stdout).trim(),
         "audit chain intact: 3 entries"
     );
 
-    // Someone with the database file edits an amount: verify names the entry.
-    let ledger = rusqlite::Connection::open(&database.path).expect("open");
-    ledger.execute_batch("DROP TRIGGER audit_never_updated; UPDATE audit_log SET amount_after = 100 WHERE seq = 2;").expect("tamper");
-    let tampered = verify(&database.path);
+    // Someone with the database edits an amount, past the trigger that refuses it: verify
+    // names the entry.
+    ledger.execute(match backend {
+        Backend::Sqlite => {
+            "DROP TRIGGER audit_never_updated; UPDATE audit_log SET amount_after = 100 WHERE seq = 2;"
+        }
+        Backend::Postgres => {
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_append_only; UPDATE audit_log SET amount_after = 100 WHERE seq = 2;"
+        }
+    });
+    let tampered = verify();
     assert!(!tampered.status.success());
     assert!(
         String::from_utf8_lossy(&tampered.stderr).contains("audit chain broken at entry 2"),
@@ -342,10 +340,10 @@ async fn every_change_is_in_the_audit_chain_and_tampering_is_found() {
     );
 }
 
-#[tokio::test]
-async fn maker_checker_needs_a_second_approver() {
-    let database = TestDatabase::with_test_shop();
-    let mut config = crate::support::test_config(&database.path);
+on_both_backends!(maker_checker_needs_a_second_approver);
+async fn maker_checker_needs_a_second_approver(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
+    let mut config = ledger.config();
     config.require_second_approver = true;
     let server = TestServer::start_with(config).await;
     let http = client();
@@ -445,7 +443,13 @@ async fn readiness_and_an_online_backup_that_restores() {
         String::from_utf8_lossy(&restored.stdout).trim(),
         "audit chain intact: 3 entries"
     );
-    assert_eq!(count(&copy, "SELECT count(*) FROM refunds"), 3);
+    assert_eq!(
+        count_in(
+            &Database::Sqlite(copy.clone()),
+            "SELECT count(*) FROM refunds"
+        ),
+        3
+    );
     let again = gateway()
         .args(["backup", "--db"])
         .arg(&database.path)

@@ -15,8 +15,8 @@ use refunds_gateway::store::Database;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ServeProcess, TEST_API_KEY, TestDatabase, TestServer, client, element_text, gateway, post,
-    rest_request, soap11, soap11_headers,
+    Backend, ServeProcess, TEST_API_KEY, TestLedger, TestServer, client, element_text, gateway,
+    on_both_backends, post, rest_request, soap11, soap11_headers,
 };
 
 const SECRET: &str = "whsec_receiver_shared_secret";
@@ -178,10 +178,6 @@ fn subscribe(database: impl AsRef<std::ffi::OsStr>, url: &str) -> i64 {
     stdout.trim().parse().expect("the endpoint id")
 }
 
-fn config(database: &std::path::Path) -> refunds_gateway::Config {
-    config_on(Database::Sqlite(database.to_owned()))
-}
-
 fn config_on(database: Database) -> refunds_gateway::Config {
     let mut config = crate::support::test_config_on(database);
     config.webhooks.allow_private = true;
@@ -205,25 +201,12 @@ async fn rest(
     crate::support::rest_ok(&server.base, method, operation, params).await
 }
 
-#[tokio::test]
-async fn every_change_arrives_signed_and_in_order_per_refund() {
-    let database = TestDatabase::with_test_shop();
-    signed_and_in_order(Database::Sqlite(database.path.clone())).await;
-}
-
-#[test]
-fn every_change_arrives_signed_and_in_order_per_refund_on_postgres() {
-    let Some(cluster) = crate::postgresql::cluster() else {
-        return;
-    };
-    let url = cluster.fresh_database();
-    crate::postgresql::runtime().block_on(signed_and_in_order(Database::Postgres(url)));
-}
-
-async fn signed_and_in_order(database: Database) {
+on_both_backends!(every_change_arrives_signed_and_in_order_per_refund);
+async fn every_change_arrives_signed_and_in_order_per_refund(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
     let receiver = Receiver::start(0).await;
-    subscribe(database.to_string(), &receiver.url);
-    let server = TestServer::start_with(config_on(database)).await;
+    subscribe(ledger.db_arg(), &receiver.url);
+    let server = TestServer::start_with(config_on(ledger.database.clone())).await;
 
     // Over SOAP: a manual refund, updated and confirmed (confirmed and completed at once).
     let soap = |operation: &str, params: String| {
@@ -383,12 +366,12 @@ async fn signed_and_in_order(database: Database) {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_try() {
+on_both_backends!(a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_try);
+async fn a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_try(backend: Backend) {
     let receiver = Receiver::start(3).await;
-    let database = TestDatabase::with_test_shop();
-    let endpoint = subscribe(&database.path, &receiver.url);
-    let server = TestServer::start_with(config(&database.path)).await;
+    let ledger = TestLedger::with_test_shop(backend);
+    let endpoint = subscribe(ledger.db_arg(), &receiver.url);
+    let server = TestServer::start_with(config_on(ledger.database.clone())).await;
     let manual = json!({"sourceType": "order", "sourceId": 2001, "refundValue": "1.00",
         "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}});
     rest(&server, reqwest::Method::POST, "addManualRefund", manual).await;
@@ -426,7 +409,7 @@ async fn a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_try() {
 
     let listed = gateway()
         .args(["webhook", "deliveries", "--db"])
-        .arg(&database.path)
+        .arg(ledger.db_arg())
         .args(["--endpoint", &endpoint.to_string()])
         .output()
         .expect("deliveries");
@@ -434,26 +417,26 @@ async fn a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_try() {
     assert!(listed.contains("\tdelivered\t4 attempt(s)"), "{listed}");
 }
 
+on_both_backends!(events_pending_when_the_gateway_is_killed_are_delivered_after_restart);
 /// SIGKILL while 100 events wait for a receiver that is down: after the restart every event
 /// is delivered, none lost.
-#[tokio::test]
-async fn events_pending_when_the_gateway_is_killed_are_delivered_after_restart() {
-    let database = TestDatabase::with_test_shop();
+async fn events_pending_when_the_gateway_is_killed_are_delivered_after_restart(backend: Backend) {
+    let ledger = TestLedger::with_test_shop(backend);
     // A port nobody listens on yet: deliveries fail until the receiver starts there.
     let parked = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let receiver_address = parked.local_addr().expect("address");
     drop(parked);
-    subscribe(&database.path, &format!("http://{receiver_address}/hooks"));
+    subscribe(ledger.db_arg(), &format!("http://{receiver_address}/hooks"));
 
     let start = || {
         ServeProcess::start(
-            &database.path,
+            ledger.db_arg(),
             &[
                 "--allow-private-webhooks",
                 "--webhook-retry-base-ms",
                 "200",
                 "--webhook-timeout-ms",
-                "1000",
+                "5000",
             ],
         )
     };
@@ -484,8 +467,11 @@ async fn events_pending_when_the_gateway_is_killed_are_delivered_after_restart()
         .expect("bind the receiver");
     let receiver = Receiver::serve(listener, 0);
     let _second = start();
+    // Generous: both backends' variants, each with a gateway, and PostgreSQL share the
+    // machine with the other tests; on a busy machine a short delivery timeout lets the
+    // backoff grow past a short wait. What matters is that every event arrives.
     let received = receiver
-        .wait_for(Duration::from_secs(60), |received| {
+        .wait_for(Duration::from_secs(120), |received| {
             received
                 .iter()
                 .map(|request| request.json()["id"].as_str().unwrap_or_default().to_owned())

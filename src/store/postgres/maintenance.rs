@@ -14,7 +14,9 @@ use crate::refunds::audit::ChainedEntry;
 use crate::refunds::events::EventType;
 use crate::refunds::types::{AdminUser, ApiKey, ApiUser, MovementId, RefundJob, Scopes};
 use crate::shop::ShopData;
-use crate::store::{DeliveryInfo, ImportSummary, Maintenance, WebhookInfo};
+use crate::store::{
+    DeliveryInfo, ImportSummary, Maintenance, StoredClaim, WebhookInfo, check_refunded_claim,
+};
 
 pub const UPSERT_PAYMENT_FORM: &str = "INSERT INTO payment_forms (id, name) VALUES ($1, $2) \
      ON CONFLICT (id) DO UPDATE SET name = excluded.name";
@@ -42,6 +44,14 @@ pub const UPSERT_RETURN: &str = "INSERT INTO returns (id, order_id, value_minor,
 pub const UPSERT_RMA: &str = "INSERT INTO rmas (id, order_id, value_minor, currency) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET order_id = excluded.order_id, \
      value_minor = excluded.value_minor, currency = excluded.currency";
+/// A stored return or claim, locked as a refund's write locks it, so that no refund lands
+/// between this check and the upsert.
+pub const STORED_RETURN: &str = "SELECT order_id, currency, refunded_minor, \
+     EXISTS (SELECT 1 FROM refunds WHERE source_type = 'return' AND source_id = $1) \
+     FROM returns WHERE id = $1 FOR UPDATE";
+pub const STORED_RMA: &str = "SELECT order_id, currency, refunded_minor, \
+     EXISTS (SELECT 1 FROM refunds WHERE source_type = 'rma' AND source_id = $1) \
+     FROM rmas WHERE id = $1 FOR UPDATE";
 pub const PUT_API_USER: &str = "INSERT INTO api_users (login, password_sha1, scopes, created_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (login) DO UPDATE SET \
      password_sha1 = excluded.password_sha1, scopes = excluded.scopes";
@@ -97,6 +107,8 @@ pub const STATEMENTS: &[&str] = &[
     ORDER_CURRENCY,
     UPSERT_RETURN,
     UPSERT_RMA,
+    STORED_RETURN,
+    STORED_RMA,
     PUT_API_USER,
     ORDER_COUNT,
     API_KEY_NAME_TAKEN,
@@ -182,9 +194,9 @@ impl Maintenance for PostgresMaintenance {
                 payments += 1;
             }
         }
-        for (statement, field, claims) in [
-            (UPSERT_RETURN, "returns", &shop.returns),
-            (UPSERT_RMA, "rmas", &shop.rmas),
+        for (stored_claim, statement, field, claims) in [
+            (STORED_RETURN, UPSERT_RETURN, "returns", &shop.returns),
+            (STORED_RMA, UPSERT_RMA, "rmas", &shop.rmas),
         ] {
             for (index, claim) in claims.iter().enumerate() {
                 let at = || format!("{field}[{index}] (id {})", claim.id);
@@ -201,6 +213,17 @@ impl Maintenance for PostgresMaintenance {
                     ),
                     Some(_) => {}
                 }
+                let stored = transaction
+                    .query_opt(stored_claim, &[&claim.id])
+                    .with_context(at)?
+                    .map(|row| StoredClaim {
+                        order_id: row.get(0),
+                        currency: row.get(1),
+                        refunded_minor: row.get(2),
+                        has_refunds: row.get(3),
+                    });
+                check_refunded_claim(stored, claim)
+                    .map_err(|why| anyhow::anyhow!("{}: {why}", at()))?;
                 transaction
                     .execute(
                         statement,

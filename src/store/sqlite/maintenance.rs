@@ -303,16 +303,15 @@ pub fn import_shop(connection: &mut Connection, shop: &ShopData) -> anyhow::Resu
     })
 }
 
-/// Refuses to re-import a return or claim that has refunds onto another order or currency, or
-/// below what is refunded from it (the triggers of migration 0011 and the `CHECK` constraints
-/// refuse it too; this says why in the import's own words).
+/// What the ledger holds of `claim` (see [`crate::store::check_refunded_claim`]; the triggers of
+/// migration 0011 and the `CHECK` constraints refuse the same in their own words).
 fn check_refunded_claim(
     connection: &Connection,
     table: &str,
     claim: &crate::shop::ShopClaim,
 ) -> anyhow::Result<()> {
     let source_type = if table == "returns" { "return" } else { "rma" };
-    let stored: Option<(i64, String, i64, bool)> = connection
+    let stored = connection
         .query_row(
             &format!(
                 "SELECT order_id, currency, refunded_minor,
@@ -320,33 +319,17 @@ fn check_refunded_claim(
                  FROM {table} WHERE id = ?1"
             ),
             params![claim.id, source_type],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            |row| {
+                Ok(crate::store::StoredClaim {
+                    order_id: row.get(0)?,
+                    currency: row.get(1)?,
+                    refunded_minor: row.get(2)?,
+                    has_refunds: row.get(3)?,
+                })
+            },
         )
         .optional()?;
-    let Some((order_id, currency, refunded_minor, has_refunds)) = stored else {
-        return Ok(());
-    };
-    if has_refunds && order_id != claim.order_id {
-        bail!(
-            "it has refunds, so it stays on order {order_id} (not {})",
-            claim.order_id
-        );
-    }
-    if has_refunds && currency != claim.value.currency.code() {
-        bail!(
-            "it has refunds, so it stays in {currency} (not {})",
-            claim.value.currency
-        );
-    }
-    if claim.value.minor < refunded_minor {
-        let currency = claim.value.currency;
-        bail!(
-            "value {} {currency} is below the {} {currency} already refunded from it",
-            claim.value.to_decimal(),
-            crate::money::minor_to_decimal(refunded_minor, currency)
-        );
-    }
-    Ok(())
+    crate::store::check_refunded_claim(stored, claim)
 }
 
 pub fn put_api_user(
