@@ -265,6 +265,8 @@ def report(results, ceiling_path, target):
               + ", ".join(r1(n)["la"] for n, _, _ in pairs) + "."
               + (" On one machine SQLite is the faster ledger; PostgreSQL is there for several "
                  "instances on one ledger." if faster else ""))
+    w("")
+    w(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "profile-postgres.md")).read().rstrip("\n"))
     w(END)
     section = "\n".join(out) + "\n"
 
