@@ -214,7 +214,17 @@ def report(results, ceiling_path, target):
       f"with PostgreSQL at {c_pg_pct:.0f}% CPU ({c_pg_us:.0f} µs per transaction). The gateway's "
       "writes reach " + ", ".join(f"{r1(n)['rps'] / tps:.2f}x ({n})" for n in writes)
       + " of it on one instance and "
-      + ", ".join(f"{r2(n)['rps'] / tps:.2f}x" for n in writes) + " on two.")
+      + ", ".join(f"{r2(n)['rps'] / tps:.2f}x" for n in writes) + " on two. "
+      f"A write costs PostgreSQL {min(r1(n)['pg_us'] for n in writes) / c_pg_us:.0f}–"
+      f"{max(r1(n)['pg_us'] for n in writes) / c_pg_us:.0f}x the CPU of a pgbench transaction "
+      f"({min(r1(n)['pg_us'] for n in writes):.0f}–{max(r1(n)['pg_us'] for n in writes):.0f} µs "
+      f"against {c_pg_us:.0f}): it is one commit like pgbench's, but with a round trip for each "
+      "of its statements (the locking reads, the refund's insert with its triggers, the audit "
+      "entry and the rest). PostgreSQL's CPU during the writes: "
+      + "/".join(f"{r1(n)['pg_pct']:.0f}%" for n in writes)
+      + (", in a box whose CPU is full (below): CPU, most of it PostgreSQL's, bounds the writes "
+         "here, not the commit's fsync."
+         if all(r1(n)["busy"] / r1(n)["secs"] * 100 >= 180 for n in writes) else "."))
     ratios = {n: r2(n)["rps"] / r1(n)["rps"] for n in SCENARIOS}
     def span(names):
         values = sorted(ratios[n] for n in names)
@@ -246,6 +256,15 @@ def report(results, ceiling_path, target):
       f"{min(pg_share_writes):.0f}–{max(pg_share_writes):.0f}% on writes; a pgbench transaction costs "
       f"PostgreSQL {c_pg_us:.0f} µs. wrk itself takes "
       f"{min(r1(n)['wrk'] for n in SCENARIOS):.0f}–{max(r1(n)['wrk'] for n in SCENARIOS):.0f}% of the box.")
+    las = [float(r["la"].split()[0]) for r in rows.values()]
+    others = [r["other_pct"] for r in rows.values()]
+    w(f"- **Outside load.** The 1-minute load average before the scenarios ran from {min(las):.1f} "
+      f"to {max(las):.1f} (2.0 = both cores busy), and other processes took {min(others):.0f}–"
+      f"{max(others):.0f}% of the box during them"
+      + (": other jobs shared the machine heavily during this run, so its absolute figures are "
+         "lower than a quiet box gives; the ratios within the run (to pgbench, one against two "
+         "instances, gateway against PostgreSQL CPU) are the part to read."
+         if max(others) >= 20 else "."))
     most = max(max(r["sessions"]) for r in rows.values())
     w(f"- **Sessions.** At most {most} sessions per instance were open (pool {pool}); "
       f"peak RSS per instance at most {max(max(r['hwm']) for r in rows.values()) / 1024:.0f} MB.")
