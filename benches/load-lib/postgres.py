@@ -134,7 +134,7 @@ def report(results, ceiling_path, target):
     w("## PostgreSQL: one and two instances on one database\n")
     w(f"Produced by `benches/load-postgres` (also `LOAD_DB=postgres benches/load`) on commit "
       f"{env['COMMIT']}, in {env['TOTAL_S']} s; {env['PG_VERSION']}. Client (wrk), gateway and "
-      "PostgreSQL share the same 2 cores, so a second instance adds no CPU: it shows what one "
+      f"PostgreSQL share the same {os.cpu_count()} cores, so a second instance adds no CPU: it shows what one "
       "database under two writers costs, not what a second machine would bring.\n")
     w("### Method\n")
     w(f"- A throwaway cluster (`initdb`, `pg_ctl -w start`, stopped with `pg_ctl -w stop`) in a "
