@@ -1436,11 +1436,10 @@ fn a_deadlock_between_two_instances_is_retried_and_both_writes_succeed() {
         store.close();
     }
     assert_eq!(outcomes, [Ok(()), Ok(())], "both writes succeed");
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        3,
-        "the deadlock's victim ran once more"
-    );
+    // At least three: the victim ran once more. On a loaded machine the victim's retry can meet
+    // the survivor's locks once again and be retried again; what must hold is that both succeed.
+    let runs = runs.load(Ordering::SeqCst);
+    assert!(runs >= 3, "the deadlock's victim ran again ({runs} runs)");
 }
 
 /// An instance that starts while another migrates waits for it, however long that takes: the
