@@ -1,8 +1,8 @@
 //! Where log lines go: stderr, written by a thread of its own.
 //!
 //! At the default `info` level every request logs a line. Written straight to stderr, each line
-//! took the stderr lock and a `write` system call on the request's own thread (a sixth of the
-//! throughput of a point read; BENCHMARKS.md). Here a line is appended to a buffer in memory
+//! took the stderr lock and a `write` system call on the request's own thread (the line costs
+//! about a sixth of a point read's throughput, formatting included; BENCHMARKS.md). Here a line is appended to a buffer in memory
 //! under a short lock, and one thread writes the buffer out: as soon as something is in it, so
 //! at a low rate a line appears at once, and under load the lines gathered meanwhile go out in
 //! one `write`. A request never waits for stderr: the buffer is bounded, and when stderr does
