@@ -22,6 +22,11 @@
 //!   the `fixtures/soap/_setup/` requests. The clock is fixed at the fixtures' instant so that
 //!   their legacy keys authenticate.
 //!
+//! - `log/{writer}`: the log lines of one request at the default level (the request span with
+//!   its id, method, path and operation, and the `answered` event), formatted as `serve`'s text
+//!   log and written to `/dev/null`: `direct` on the caller's thread under a lock, as `serve`
+//!   wrote to stderr before, and `log_output` handed to `log_output`'s writing thread.
+//!
 //! Before measuring, every timed call is run once and must succeed (faultCode 0, HTTP 200), so
 //! an error path is never what gets timed.
 //!
@@ -37,6 +42,7 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use refunds_gateway::clock::{Clock, parse_local_datetime};
+use refunds_gateway::log_output::LogOutput;
 use refunds_gateway::metrics::Outcome;
 use refunds_gateway::operations::{
     AddManualRefundOp, GetRefundStatusOp, Operation, RetrieveRefundsListOp,
@@ -447,6 +453,47 @@ fn hot_paths(c: &mut Criterion) {
     group.finish();
 }
 
+/// One request's log lines at the default level, as `server` logs them.
+fn request_log_lines() {
+    let span = tracing::info_span!(
+        "request",
+        id = 1_u64,
+        method = %"POST",
+        path = %"/soap/refunds",
+        operation = tracing::field::Empty
+    );
+    let _entered = span.enter();
+    span.record("operation", "getRefundStatus");
+    tracing::info!(status = 200_u16, elapsed_us = 120_u64, "answered");
+}
+
+fn log_writers(c: &mut Criterion) {
+    let devnull = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .expect("/dev/null")
+    };
+    let subscriber = || {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+    };
+    let mut group = c.benchmark_group("log");
+    group.bench_function("direct", |b| {
+        let direct = subscriber()
+            .with_writer(std::sync::Mutex::new(devnull()))
+            .finish();
+        tracing::subscriber::with_default(direct, || b.iter(request_log_lines));
+    });
+    group.bench_function("log_output", |b| {
+        let (output, _guard) = LogOutput::start_on(Box::new(devnull()));
+        let buffered = subscriber().with_writer(output).finish();
+        tracing::subscriber::with_default(buffered, || b.iter(request_log_lines));
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -459,6 +506,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = hot_paths
+    targets = hot_paths, log_writers
 }
 criterion_main!(benches);

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::clock::Clock;
 use crate::clock::format_local_datetime;
+use crate::log_output::{LogOutput, LogOutputGuard};
 use crate::operators::OperatorsConfig;
 use crate::proof_format;
 use crate::refunds::RefundError;
@@ -285,7 +286,7 @@ enum AdminCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let log_output = init_tracing(cli.log_format);
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(&args.database.db, &args.file, args.timezone.timezone),
@@ -317,6 +318,8 @@ pub fn main() -> ExitCode {
             timezone,
         } => outbox(&database.db, all, timezone.timezone),
     };
+    // Every line logged so far is written before the error and before the process ends.
+    drop(log_output);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -326,16 +329,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr through a writing thread of its own (see [`crate::log_output`]); the guard
+/// writes out what is left when dropped.
+fn init_tracing(format: LogFormat) -> LogOutputGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (output, guard) = LogOutput::start();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(output);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_current_span(true).init(),
     }
+    guard
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod fatal_signal;
+pub mod log_output;
 pub mod metrics;
 pub mod money;
 pub mod operations;

@@ -35,7 +35,8 @@ def free_port():
 
 def startup(port, log, *argv):
     """Launch argv (detached), poll GET /healthz every ~1 ms; print 'PID MS'. Leaves it running."""
-    env = dict(os.environ, RUST_LOG="warn")
+    # The default configuration, default logging included: no RUST_LOG from the caller.
+    env = {name: value for name, value in os.environ.items() if name != "RUST_LOG"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(argv), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)

@@ -11,7 +11,6 @@ use crate::soap::envelope::SoapVersion;
 use crate::soap::{self, SoapReply};
 
 use super::body::call_parts;
-use super::headers::header;
 use super::{App, Reply, outcome_of, plain};
 
 pub(super) const JSON: &str = "application/json";
@@ -96,15 +95,17 @@ pub(super) async fn soap_request(
     request: Request<Incoming>,
     request_id: Option<String>,
 ) -> Reply {
-    let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
-    let version = SoapVersion::from_content_type(content_type.as_deref());
+    // A header value shares the request head's buffer: keeping it copies nothing.
+    let content_type = request.headers().get(CONTENT_TYPE).cloned();
+    let content_type = content_type.as_ref().and_then(|value| value.to_str().ok());
+    let version = SoapVersion::from_content_type(content_type);
     let parts = match call_parts(app, request, false).await {
         Ok(parts) => parts,
         Err(error) => return soap_reply(SoapReply::fault(&error.fault(app, version))),
     };
     let call = soap::SoapCall {
         body: &parts.body.bytes,
-        content_type: content_type.as_deref(),
+        content_type,
         api_key: parts.api_key.as_deref(),
         idempotency_key: parts.idempotency_key,
         request_id,

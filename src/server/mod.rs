@@ -79,7 +79,8 @@ async fn serve(app: Arc<App>, request: Request<Incoming>, peer: std::net::Socket
     );
     async move {
         let started = Instant::now();
-        let content_type = header(&request, CONTENT_TYPE.as_str()).map(str::to_owned);
+        // Only a panic needs it, but the request is gone by then; finding it copies nothing.
+        let version = SoapVersion::from_content_type(header(&request, CONTENT_TYPE.as_str()));
         let mut reply = match AssertUnwindSafe(route(&app, request, id, peer))
             .catch_unwind()
             .await
@@ -87,14 +88,12 @@ async fn serve(app: Arc<App>, request: Request<Incoming>, peer: std::net::Socket
             Ok(reply) => reply,
             Err(_) => {
                 tracing::error!("request handler panicked");
-                soap_reply(SoapReply::fault(&Fault::server(
-                    SoapVersion::from_content_type(content_type.as_deref()),
-                )))
+                soap_reply(SoapReply::fault(&Fault::server(version)))
             }
         };
-        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-            reply.headers_mut().insert("x-request-id", value);
-        }
+        reply
+            .headers_mut()
+            .insert("x-request-id", HeaderValue::from(id));
         let served = reply
             .extensions()
             .get::<Served>()

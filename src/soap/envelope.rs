@@ -42,12 +42,15 @@ impl SoapVersion {
 
     /// The version a request's Content-Type suggests, for faults about bodies too broken to say.
     pub fn from_content_type(content_type: Option<&str>) -> SoapVersion {
+        const SOAP12: &str = "application/soap+xml";
+        // Compared in place: every SOAP request asks, so no lowercased copy.
         match content_type {
             Some(value)
                 if value
                     .trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/soap+xml") =>
+                    .as_bytes()
+                    .get(..SOAP12.len())
+                    .is_some_and(|start| start.eq_ignore_ascii_case(SOAP12.as_bytes())) =>
             {
                 SoapVersion::V12
             }
