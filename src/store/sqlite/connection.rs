@@ -90,9 +90,9 @@ fn run_migrations(connection: &mut Connection) -> anyhow::Result<()> {
         Vec::new()
     } else {
         transaction
-        .prepare("PRAGMA foreign_key_check")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<Result<_, _>>()?
+            .prepare("PRAGMA foreign_key_check")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?
     };
     if let Some((table, rowid)) = dangling.first() {
         bail!(
@@ -274,9 +274,9 @@ mod tests {
             connection: &transaction,
         };
         let audited = |ledger: &mut SqliteLedger<'_>,
-                           refund_id,
-                           before: Option<RefundStatus>,
-                           after: RefundStatus| {
+                       refund_id,
+                       before: Option<RefundStatus>,
+                       after: RefundStatus| {
             let entry = AuditEntry {
                 at: 1_700_000_000 + refund_id,
                 actor: "tester".to_owned(),
@@ -313,9 +313,19 @@ mod tests {
         }
         ledger.confirm(ids[1], RefundStatus::Processing, 1).unwrap();
         ledger.enqueue_job(ids[1], "sandbox", 1).unwrap();
-        audited(&mut ledger, ids[1], Some(RefundStatus::New), RefundStatus::Processing);
+        audited(
+            &mut ledger,
+            ids[1],
+            Some(RefundStatus::New),
+            RefundStatus::Processing,
+        );
         ledger.cancel(ids[2]).unwrap();
-        audited(&mut ledger, ids[2], Some(RefundStatus::New), RefundStatus::Canceled);
+        audited(
+            &mut ledger,
+            ids[2],
+            Some(RefundStatus::New),
+            RefundStatus::Canceled,
+        );
         ledger.confirm(ids[3], RefundStatus::Processing, 1).unwrap();
         ledger.enqueue_job(ids[3], "sandbox", 1).unwrap();
         ledger
@@ -326,7 +336,12 @@ mod tests {
                 },
             )
             .unwrap();
-        audited(&mut ledger, ids[3], Some(RefundStatus::Processing), RefundStatus::Completed);
+        audited(
+            &mut ledger,
+            ids[3],
+            Some(RefundStatus::Processing),
+            RefundStatus::Completed,
+        );
         let manual = NewRefund {
             order_id: 2002,
             source: SourceRef {
@@ -403,11 +418,22 @@ mod tests {
             assert!(outcome.is_err(), "accepted: {sql}");
         };
         let id = ids[0];
-        refused(&format!("UPDATE refunds SET status = 'Pending' WHERE id = {id}"));
-        refused(&format!("UPDATE refunds SET status = 'Processing' WHERE id = {manual_id}"));
-        refused(&format!("UPDATE refunds SET amount_minor = 1000000 WHERE id = {id}"));
-        refused(&format!("UPDATE refunds SET amount_minor = 0 WHERE id = {id}"));
-        refused(&format!("UPDATE refunds SET status = 'New' WHERE id = {}", ids[2]));
+        refused(&format!(
+            "UPDATE refunds SET status = 'Pending' WHERE id = {id}"
+        ));
+        refused(&format!(
+            "UPDATE refunds SET status = 'Processing' WHERE id = {manual_id}"
+        ));
+        refused(&format!(
+            "UPDATE refunds SET amount_minor = 1000000 WHERE id = {id}"
+        ));
+        refused(&format!(
+            "UPDATE refunds SET amount_minor = 0 WHERE id = {id}"
+        ));
+        refused(&format!(
+            "UPDATE refunds SET status = 'New' WHERE id = {}",
+            ids[2]
+        ));
         refused(&format!("DELETE FROM refunds WHERE id = {id}"));
         refused(
             "INSERT INTO outbox (refund_id, operator, state, next_attempt_ms, created_ms,
@@ -415,9 +441,7 @@ mod tests {
              VALUES (999999, 'sandbox', 'send', 0, 0, 0)",
         );
         connection
-            .execute_batch(
-                "INSERT INTO movements (id, kind) VALUES (991, 'refund');",
-            )
+            .execute_batch("INSERT INTO movements (id, kind) VALUES (991, 'refund');")
             .unwrap();
         refused(
             "INSERT INTO refunds (id, order_id, source_type, source_id, method, payment_id,
@@ -427,14 +451,19 @@ mod tests {
         // And the triggers still keep the totals: cancelling releases the amount.
         let refunded = |connection: &Connection| -> i64 {
             connection
-                .query_row("SELECT refunded_minor FROM payments WHERE id = 11", [], |row| {
-                    row.get(0)
-                })
+                .query_row(
+                    "SELECT refunded_minor FROM payments WHERE id = 11",
+                    [],
+                    |row| row.get(0),
+                )
                 .unwrap()
         };
         let held = refunded(&connection);
         connection
-            .execute(&format!("UPDATE refunds SET status = 'Canceled' WHERE id = {id}"), [])
+            .execute(
+                &format!("UPDATE refunds SET status = 'Canceled' WHERE id = {id}"),
+                [],
+            )
             .unwrap();
         assert_eq!(refunded(&connection), held - 1000);
     }
