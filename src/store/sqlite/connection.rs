@@ -361,7 +361,6 @@ mod tests {
         };
         let manual_id = ledger.reserve_refund(&manual).unwrap();
         audited(&mut ledger, manual_id, None, RefundStatus::New);
-        drop(ledger);
         transaction.commit().unwrap();
 
         let kept = [
