@@ -26,6 +26,14 @@
 //!   its id, method, path and operation, and the `answered` event), formatted as `serve`'s text
 //!   log and written to `/dev/null`: `direct` on the caller's thread under a lock, as `serve`
 //!   wrote to stderr before, and `log_output` handed to `log_output`'s writing thread.
+//! - `writer/{operation}_64`: 64 writes at once through the service (no HTTP), as 64
+//!   connections send them: addManualRefund and addAutomaticRefundForOrder of 0.01 PLN, and
+//!   confirmRefund of 64 automatic refunds added (untimed) before each round. They go to the
+//!   single writer thread, which commits whatever has queued up in one transaction (group
+//!   commit, `synchronous=FULL`), so the time per element is the writer's cost per write
+//!   including its share of the commit and its fsync: the number that bounds durable writes/s.
+//!   The fsync makes it depend on the disk and on what else writes to it; `writer_tmpfs/…` runs
+//!   the same on a database in /dev/shm (where fsync costs nothing): the writer's CPU per write.
 //!
 //! Before measuring, every timed call is run once and must succeed (faultCode 0, HTTP 200), so
 //! an error path is never what gets timed.
@@ -35,9 +43,11 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::future::join_all;
+use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -48,11 +58,13 @@ use refunds_gateway::operations::{
     AddManualRefundOp, GetRefundStatusOp, Operation, RetrieveRefundsListOp,
 };
 use refunds_gateway::operators::OperatorsConfig;
-use refunds_gateway::refunds::types::{ApiUser, Scopes, SourceFilter, SourceRef, SourceType};
+use refunds_gateway::refunds::types::{
+    ApiUser, ManualDetails, RequestedAmount, Scopes, SourceFilter, SourceRef, SourceType,
+};
 use refunds_gateway::refunds::{
-    Channel, Credentials, LegacyCredentials, Origin, Policy, RefundAt, RefundService,
-    RefundStatusView, RefundsPage, RetrieveRefundsList, Scope, api_key_digest, legacy_key,
-    password_sha1_hex,
+    AddAutomaticRefundForOrder, AddManualRefund, Answer, Caller, Channel, Credentials,
+    LegacyCredentials, Origin, Policy, RefundAt, RefundService, RefundStatusView, RefundsPage,
+    RetrieveRefundsList, Scope, api_key_digest, legacy_key, password_sha1_hex,
 };
 use refunds_gateway::rest::{self, JsonOperation, RestCall};
 use refunds_gateway::shop::ShopData;
@@ -79,7 +91,18 @@ const API_KEY: &str = "rgk_bench_key_with_every_scope";
 const BENCH_ORDER: i64 = 9001;
 const BENCH_SHOP: &str = r#"{"orders": [{"orderId": 9001, "currency": "PLN", "fulfilled": false,
   "payments": [{"paymentId": 9101, "amount": "100000000.00", "currency": "PLN",
-    "paymentFormId": 2, "autoRefund": false, "paidAt": "2026-11-19 09:00:00"}]}]}"#;
+    "paymentFormId": 2, "autoRefund": false, "paidAt": "2026-11-19 09:00:00"}]},
+  {"orderId": 9002, "currency": "PLN", "fulfilled": false,
+  "payments": [{"paymentId": 9102, "amount": "100000000.00", "currency": "PLN",
+    "paymentFormId": 2, "autoRefund": true, "externalTransactionId": "BENCH-9102",
+    "paidAt": "2026-11-19 09:00:00"}]}]}"#;
+
+/// The order and payment of [`BENCH_SHOP`] that automatic refunds are drawn from.
+const BENCH_AUTO_ORDER: i64 = 9002;
+const BENCH_AUTO_PAYMENT: i64 = 9102;
+
+/// Writes sent at once in the `writer` group: as many as benches/load's connections.
+const CONCURRENT_WRITES: usize = 64;
 
 /// getRefundStatus over REST, the same refund as the SOAP fixture (refund 22, Processing).
 const REST_STATUS_QUERY: &str = "sourceType=order&sourceId=2001&paymentId=22";
@@ -188,10 +211,15 @@ struct LoadedService {
 
 impl LoadedService {
     fn new(limits: &XmlLimits) -> LoadedService {
+        LoadedService::new_in(limits, Path::new(env!("CARGO_TARGET_TMPDIR")))
+    }
+
+    /// The same, with its database file under `parent`.
+    fn new_in(limits: &XmlLimits, parent: &Path) -> LoadedService {
         let timezone = chrono_tz::Europe::Warsaw;
         let dir = tempfile::Builder::new()
             .prefix("hot_paths-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in(parent)
             .expect("temporary directory");
         let path = dir.path().join("refunds.db");
 
@@ -451,6 +479,131 @@ fn hot_paths(c: &mut Criterion) {
             .iter(|| rest::handle_rest(service, black_box(rest_status_call())))
     });
     group.finish();
+
+    writer_benches(c, "writer", service, runtime);
+    drop(loaded);
+    // The same on a file in memory (tmpfs), where an fsync costs nothing: what remains is the
+    // writer thread's CPU per write, commit and checkpoint included, without the disk's latency.
+    let in_memory = Path::new("/dev/shm");
+    if in_memory.is_dir() {
+        let loaded = LoadedService::new_in(&limits, in_memory);
+        writer_benches(c, "writer_tmpfs", &loaded.service, &loaded.runtime);
+    }
+}
+
+/// The `writer` group (see the module comment) under the name `group`.
+fn writer_benches(c: &mut Criterion, group: &str, service: &RefundService, runtime: &Runtime) {
+    let caller = Caller {
+        login: TEST_LOGIN.to_owned(),
+        scopes: Scopes::ALL,
+        channel: Channel::Soap,
+        request_id: None,
+    };
+    let cent = || RequestedAmount {
+        value: Decimal::new(1, 2),
+        currency: "PLN".to_owned(),
+    };
+    let manual = AddManualRefund {
+        source: SourceRef {
+            source_type: SourceType::Order,
+            id: BENCH_ORDER,
+        },
+        amount: cent(),
+        details: ManualDetails {
+            payment_form_id: 2,
+            payment_system: None,
+            account: None,
+            client_account: None,
+        },
+    };
+    let automatic = AddAutomaticRefundForOrder {
+        order_id: BENCH_AUTO_ORDER,
+        payment_id: BENCH_AUTO_PAYMENT,
+        amount: cent(),
+    };
+    let add_automatic = || {
+        let futures = (0..CONCURRENT_WRITES)
+            .map(|_| service.add_automatic_refund_for_order(&caller, automatic.clone(), None));
+        async move {
+            join_all(futures)
+                .await
+                .into_iter()
+                .map(|answer| match answer {
+                    Answer::Fresh(Ok(id)) => id,
+                    _ => panic!("an automatic refund was refused"),
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // Every timed write must succeed: run each kind once first.
+    runtime.block_on(async {
+        for answer in join_all(
+            (0..CONCURRENT_WRITES)
+                .map(|_| service.add_manual_refund(&caller, manual.clone(), None)),
+        )
+        .await
+        {
+            assert!(
+                matches!(answer, Answer::Fresh(Ok(_))),
+                "addManualRefund failed"
+            );
+        }
+        let added = add_automatic().await;
+        for answer in join_all(
+            added
+                .into_iter()
+                .map(|refund_id| service.confirm_refund(&caller, auto_refund_at(refund_id), None)),
+        )
+        .await
+        {
+            assert!(
+                matches!(answer, Answer::Fresh(Ok(true))),
+                "confirmRefund failed"
+            );
+        }
+    });
+
+    let mut group = c.benchmark_group(group);
+    group.throughput(Throughput::Elements(CONCURRENT_WRITES as u64));
+    group.bench_function(format!("addManualRefund_{CONCURRENT_WRITES}"), |b| {
+        b.to_async(runtime).iter(|| {
+            join_all(
+                (0..CONCURRENT_WRITES)
+                    .map(|_| service.add_manual_refund(&caller, black_box(manual.clone()), None)),
+            )
+        })
+    });
+    group.bench_function(
+        format!("addAutomaticRefundForOrder_{CONCURRENT_WRITES}"),
+        |b| b.to_async(runtime).iter(add_automatic),
+    );
+    // Each round confirms 64 refunds added just before it, untimed.
+    group.bench_function(format!("confirmRefund_{CONCURRENT_WRITES}"), |b| {
+        b.iter_custom(|rounds| {
+            let mut confirming = Duration::ZERO;
+            for _ in 0..rounds {
+                let added = runtime.block_on(add_automatic());
+                let started = Instant::now();
+                runtime.block_on(join_all(added.into_iter().map(|refund_id| {
+                    service.confirm_refund(&caller, auto_refund_at(refund_id), None)
+                })));
+                confirming += started.elapsed();
+            }
+            confirming
+        })
+    });
+    group.finish();
+}
+
+/// An automatic refund of [`BENCH_AUTO_ORDER`].
+fn auto_refund_at(refund_id: i64) -> RefundAt {
+    RefundAt {
+        source: SourceRef {
+            source_type: SourceType::Order,
+            id: BENCH_AUTO_ORDER,
+        },
+        refund_id,
+    }
 }
 
 /// One request's log lines at the default level, as `server` logs them.

@@ -388,12 +388,21 @@ impl RefundService {
         let outcome = self
             .store
             .write(move |ledger| {
-                if let Some(claim) = &claim {
+                // A fresh key (the usual case) costs one lookup. Only a key found stored is
+                // forgotten if it has expired, and then looked up again: after the delete, a
+                // concurrent twin's answer (another instance, committed meanwhile) is what the
+                // second lookup sees.
+                let mut stored = None;
+                if let Some(claim) = &claim
+                    && ledger
+                        .idempotent_answer(&caller.login, &claim.key)?
+                        .is_some()
+                {
                     ledger.forget_expired_answer(&caller.login, &claim.key, expired_at)?;
+                    stored = ledger.idempotent_answer(&caller.login, &claim.key)?;
                 }
                 if let Some(claim) = &claim
-                    && let Some((digest, stored)) =
-                        ledger.idempotent_answer(&caller.login, &claim.key)?
+                    && let Some((digest, stored)) = stored
                 {
                     if digest == claim.request_digest {
                         return Ok(Answer::Replayed(stored));

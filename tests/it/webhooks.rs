@@ -366,6 +366,45 @@ async fn every_change_arrives_signed_and_in_order_per_refund(backend: Backend) {
     server.stop().await;
 }
 
+on_both_backends!(an_endpoint_added_while_the_gateway_runs_gets_the_next_changes);
+/// Issue 16: the writer asks whether any endpoint is enabled once per write batch, not per
+/// change. An endpoint added by the command line (another process) while the gateway runs gets
+/// the events of the very next changes, and none of the changes before it.
+async fn an_endpoint_added_while_the_gateway_runs_gets_the_next_changes(backend: Backend) {
+    let receiver = Receiver::start(0).await;
+    let ledger = TestLedger::with_test_shop(backend);
+    let server = TestServer::start_with(config_on(ledger.database.clone())).await;
+    let manual = json!({"sourceType": "order", "sourceId": 2001, "refundValue": "1.00",
+        "refundCurrency": "PLN", "refundDetails": {"paymentFormId": 1}});
+    // Writes at once, so that they share batches, before any endpoint exists.
+    let before = futures_util::future::join_all((0..8).map(|_| {
+        rest(
+            &server,
+            reqwest::Method::POST,
+            "addManualRefund",
+            manual.clone(),
+        )
+    }))
+    .await;
+    assert_eq!(before.len(), 8);
+
+    subscribe(ledger.db_arg(), &receiver.url);
+    let after = rest(&server, reqwest::Method::POST, "addManualRefund", manual).await;
+    let refund_id = after["result"]["refundId"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("refundId in {after}"));
+    receiver
+        .wait_for(Duration::from_secs(20), |received| !received.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "only the change after the subscription");
+    let event: Value = serde_json::from_str(&received[0].body).expect("JSON");
+    assert_eq!(event["type"], "refund.created");
+    assert_eq!(event["data"]["refundId"], refund_id, "{event}");
+    server.stop().await;
+}
+
 on_both_backends!(a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_try);
 async fn a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_try(backend: Backend) {
     let receiver = Receiver::start(3).await;

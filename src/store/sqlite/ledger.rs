@@ -22,6 +22,47 @@ pub struct SqliteLedger<'c> {
     pub connection: &'c Connection,
 }
 
+/// Whether a webhook endpoint is enabled, as known to the write batch running on this thread.
+///
+/// Every audited step asks ([`Ledger::wants_events`]); a query per step cost the writer thread
+/// about a microsecond each. Inside a batch the answer can only change through the batch's own
+/// writes: the batch holds the database's write lock from `BEGIN IMMEDIATE` to `COMMIT`, so no
+/// other connection or process (`webhook add` beside a running `serve`) can change the
+/// endpoints meanwhile. So the writer looks once per batch, and forgets the answer when one of
+/// its writes changes an endpoint (disabling it) or the batch ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventsWanted {
+    /// No batch runs on this thread: every question is a query.
+    OutsideBatch,
+    /// Not looked up in this batch yet, or an endpoint changed since.
+    Unknown,
+    Known(bool),
+}
+
+thread_local! {
+    static EVENTS_WANTED: std::cell::Cell<EventsWanted> =
+        const { std::cell::Cell::new(EventsWanted::OutsideBatch) };
+}
+
+/// The writer calls this on the thread that runs a batch, once the batch's transaction has begun.
+pub fn batch_started() {
+    EVENTS_WANTED.with(|wanted| wanted.set(EventsWanted::Unknown));
+}
+
+/// The writer calls this once the batch's writes have run (before its commit).
+pub fn batch_ended() {
+    EVENTS_WANTED.with(|wanted| wanted.set(EventsWanted::OutsideBatch));
+}
+
+/// An endpoint changed in the running batch (if any): the next question queries again.
+fn endpoints_changed() {
+    EVENTS_WANTED.with(|wanted| {
+        if wanted.get() != EventsWanted::OutsideBatch {
+            wanted.set(EventsWanted::Unknown);
+        }
+    });
+}
+
 impl SqliteLedger<'_> {
     /// A login's row `(login, secret, scopes)` from `sql`, its scopes parsed (`kind` names the
     /// table's users in the error).
@@ -496,10 +537,18 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn wants_events(&mut self) -> anyhow::Result<bool> {
-        Ok(self
+        let known = EVENTS_WANTED.with(std::cell::Cell::get);
+        if let EventsWanted::Known(wanted) = known {
+            return Ok(wanted);
+        }
+        let wanted = self
             .connection
             .prepare_cached("SELECT 1 FROM webhook_endpoints WHERE enabled = 1 LIMIT 1")?
-            .exists([])?)
+            .exists([])?;
+        if known == EventsWanted::Unknown {
+            EVENTS_WANTED.with(|memo| memo.set(EventsWanted::Known(wanted)));
+        }
+        Ok(wanted)
     }
 
     fn add_event(&mut self, event: &RefundEvent, now_ms: i64) -> anyhow::Result<()> {
@@ -606,6 +655,7 @@ impl Ledger for SqliteLedger<'_> {
                 .execute(params![step.delivery_id, now_ms])?;
         }
         if step.disable_endpoint {
+            endpoints_changed();
             self.connection
                 .prepare_cached(
                     "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?2

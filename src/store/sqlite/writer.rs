@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::connection::run_cached;
 use super::files::{FilesGuard, IDLE_FILE_CHECK};
-use super::ledger::SqliteLedger;
+use super::ledger::{self, SqliteLedger};
 use crate::refunds::ledger::Ledger;
 
 /// How to answer one write of a batch once the batch's commit has succeeded or failed.
@@ -77,7 +77,9 @@ pub fn run_batch(
             return;
         }
     };
+    ledger::batch_started();
     let completions: Vec<Completion> = batch.into_iter().map(|write| write(&transaction)).collect();
+    ledger::batch_ended();
     let committed = transaction
         .commit()
         .map_err(|error| format!("committing a write batch: {error}"))
