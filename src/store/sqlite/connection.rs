@@ -300,7 +300,7 @@ mod tests {
         use crate::store::sqlite::ledger::SqliteLedger;
         use crate::store::sqlite::maintenance::{audit_entries, import_shop};
 
-        const BEFORE_REBUILD: usize = 13;
+        const BEFORE_REBUILD: usize = 14;
         assert!(
             MIGRATIONS[BEFORE_REBUILD].contains("CREATE TABLE refunds_rebuilt"),
             "the rebuild is the migration after the first {BEFORE_REBUILD}"
@@ -335,7 +335,7 @@ mod tests {
                        after: RefundStatus| {
             let entry = AuditEntry {
                 at: 1_700_000_000 + refund_id,
-                actor: "tester".to_owned(),
+                caller: "tester".to_owned(),
                 channel: "soap".to_owned(),
                 operation: "upgrade-test".to_owned(),
                 refund_id,
@@ -355,7 +355,7 @@ mod tests {
             amount: pln(1000),
             details: None,
             created_at: 1_700_000_000,
-            created_by: "tester".to_owned(),
+            caller: "tester".to_owned(),
         };
         let order_2001 = SourceRef {
             source_type: SourceType::Order,
@@ -413,7 +413,7 @@ mod tests {
                 client_account: None,
             }),
             created_at: 1_700_000_000,
-            created_by: "tester".to_owned(),
+            caller: "tester".to_owned(),
         };
         let manual_id = ledger.reserve_refund(&manual).unwrap();
         audited(&mut ledger, manual_id, None, RefundStatus::New);
