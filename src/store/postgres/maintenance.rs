@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use ::postgres::Client;
+use ::postgres::{Client, Statement, Transaction};
 use anyhow::{Context as _, bail};
 
 use super::connection::{config, connect, migrate};
@@ -128,6 +128,43 @@ pub const STATEMENTS: &[&str] = &[
     REDELIVER,
 ];
 
+/// The statements an import runs per row, prepared once per import: `execute` with SQL text
+/// prepares the statement again on every call, a second round trip per row.
+struct ImportStatements {
+    upsert_payment_form: Statement,
+    upsert_order: Statement,
+    claim_payment_id: Statement,
+    movement_kind: Statement,
+    upsert_payment: Statement,
+    order_currency: Statement,
+    upsert_return: Statement,
+    upsert_rma: Statement,
+    stored_return: Statement,
+    stored_rma: Statement,
+}
+
+impl ImportStatements {
+    fn prepare(transaction: &mut Transaction) -> anyhow::Result<ImportStatements> {
+        let mut prepare = |sql| {
+            transaction
+                .prepare(sql)
+                .context("preparing the import's statements")
+        };
+        Ok(ImportStatements {
+            upsert_payment_form: prepare(UPSERT_PAYMENT_FORM)?,
+            upsert_order: prepare(UPSERT_ORDER)?,
+            claim_payment_id: prepare(CLAIM_PAYMENT_ID)?,
+            movement_kind: prepare(MOVEMENT_KIND)?,
+            upsert_payment: prepare(UPSERT_PAYMENT)?,
+            order_currency: prepare(ORDER_CURRENCY)?,
+            upsert_return: prepare(UPSERT_RETURN)?,
+            upsert_rma: prepare(UPSERT_RMA)?,
+            stored_return: prepare(STORED_RETURN)?,
+            stored_rma: prepare(STORED_RMA)?,
+        })
+    }
+}
+
 /// The command line's session with a PostgreSQL ledger.
 pub struct PostgresMaintenance {
     client: Client,
@@ -144,9 +181,13 @@ impl PostgresMaintenance {
 impl Maintenance for PostgresMaintenance {
     fn import_shop(&mut self, shop: &ShopData) -> anyhow::Result<ImportSummary> {
         let mut transaction = self.client.transaction()?;
+        let statements = ImportStatements::prepare(&mut transaction)?;
         for (index, form) in shop.payment_forms.iter().enumerate() {
             transaction
-                .execute(UPSERT_PAYMENT_FORM, &[&form.payment_form_id, &form.name])
+                .execute(
+                    &statements.upsert_payment_form,
+                    &[&form.payment_form_id, &form.name],
+                )
                 .with_context(|| format!("paymentForms[{index}]"))?;
         }
         let mut payments = 0;
@@ -154,7 +195,7 @@ impl Maintenance for PostgresMaintenance {
             let at = || format!("orders[{order_index}] (orderId {})", order.order_id);
             transaction
                 .execute(
-                    UPSERT_ORDER,
+                    &statements.upsert_order,
                     &[&order.order_id, &order.currency.code(), &order.fulfilled],
                 )
                 .with_context(at)?;
@@ -166,10 +207,10 @@ impl Maintenance for PostgresMaintenance {
                     )
                 };
                 transaction
-                    .execute(CLAIM_PAYMENT_ID, &[&payment.payment_id])
+                    .execute(&statements.claim_payment_id, &[&payment.payment_id])
                     .with_context(at)?;
                 let kind: String = transaction
-                    .query_one(MOVEMENT_KIND, &[&payment.payment_id])
+                    .query_one(&statements.movement_kind, &[&payment.payment_id])
                     .with_context(at)?
                     .get(0);
                 if kind != "payment" {
@@ -177,7 +218,7 @@ impl Maintenance for PostgresMaintenance {
                 }
                 transaction
                     .execute(
-                        UPSERT_PAYMENT,
+                        &statements.upsert_payment,
                         &[
                             &payment.payment_id,
                             &order.order_id,
@@ -195,13 +236,23 @@ impl Maintenance for PostgresMaintenance {
             }
         }
         for (stored_claim, statement, field, claims) in [
-            (STORED_RETURN, UPSERT_RETURN, "returns", &shop.returns),
-            (STORED_RMA, UPSERT_RMA, "rmas", &shop.rmas),
+            (
+                &statements.stored_return,
+                &statements.upsert_return,
+                "returns",
+                &shop.returns,
+            ),
+            (
+                &statements.stored_rma,
+                &statements.upsert_rma,
+                "rmas",
+                &shop.rmas,
+            ),
         ] {
             for (index, claim) in claims.iter().enumerate() {
                 let at = || format!("{field}[{index}] (id {})", claim.id);
                 let order_currency: Option<String> = transaction
-                    .query_opt(ORDER_CURRENCY, &[&claim.order_id])
+                    .query_opt(&statements.order_currency, &[&claim.order_id])
                     .with_context(at)?
                     .map(|row| row.get(0));
                 match order_currency {
